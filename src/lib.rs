@@ -1,0 +1,2 @@
+//! Phalanx facade.
+pub use phalanx_core as core;
