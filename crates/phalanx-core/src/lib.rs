@@ -9,6 +9,7 @@
 //! - [`names`]: the instrument and attribute names of the one metrics vocabulary.
 //! - [`status`]: the registration API through which layers add sections to `/status`.
 //! - `redis` (feature `redis`): connection settings and bounded-time round trips.
+//! - `testing` (feature `testing`): real-service test support (skip or fail, private Redis).
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -36,6 +37,8 @@ pub mod problem;
 #[cfg(feature = "redis")]
 pub mod redis;
 pub mod status;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use body::LayerBody;
 pub use classify::{Classification, Classifier, ClassifierBuilder, ClassifyLayer, ClassifyService};
