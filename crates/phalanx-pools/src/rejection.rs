@@ -1,0 +1,59 @@
+//! Why a handler got no connection: always a fast 503 with `Retry-After` and problem+json.
+
+use std::time::Duration;
+
+use axum::response::{IntoResponse, Response};
+use phalanx_core::{problem::types, Problem};
+
+/// The rejection of the [`Db`](crate::Db) and [`Redis`](crate::Redis) extractors.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PoolRejection {
+    /// Every connection was in use for the whole acquire timeout (`POOL_EXHAUSTED`).
+    #[error("pool `{pool}` exhausted: no connection within {} ms", waited.as_millis())]
+    Exhausted {
+        /// The pool's name.
+        pool: String,
+        /// How long the request waited.
+        waited: Duration,
+        /// When to try again.
+        retry_after: Duration,
+    },
+    /// The dependency behind the pool is unreachable or failing (`DEPENDENCY_UNAVAILABLE`).
+    #[error("pool `{pool}` unavailable: {detail}")]
+    Unavailable {
+        /// The pool's name.
+        pool: String,
+        /// What failed.
+        detail: String,
+        /// When to try again.
+        retry_after: Duration,
+    },
+}
+
+impl PoolRejection {
+    /// The problem document sent to the client.
+    pub fn to_problem(&self) -> Problem {
+        match self {
+            PoolRejection::Exhausted { pool, waited, retry_after } => {
+                Problem::unavailable(types::POOL_EXHAUSTED, *retry_after)
+                    .with_title("Connection pool exhausted")
+                    .with_detail(format!("no `{pool}` connection became free within {} ms", waited.as_millis()))
+                    .with_member("pool", pool.as_str())
+            }
+            PoolRejection::Unavailable { pool, retry_after, .. } => {
+                // The underlying error stays in the logs: it may name hosts or credentials.
+                Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, *retry_after)
+                    .with_title("Dependency unavailable")
+                    .with_detail(format!("`{pool}` is unavailable"))
+                    .with_member("pool", pool.as_str())
+            }
+        }
+    }
+}
+
+impl IntoResponse for PoolRejection {
+    fn into_response(self) -> Response {
+        tracing::debug!(error = %self, "pool rejection");
+        IntoResponse::into_response(self.to_problem())
+    }
+}
