@@ -1,0 +1,472 @@
+//! `RateLimitLayer`, its builder, and the shared state every clone of the service uses.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use http::{HeaderName, HeaderValue, Request};
+use opentelemetry::{
+    metrics::{Counter, Meter},
+    KeyValue,
+};
+use phalanx_core::{
+    names, problem::types, ClientKey, ClientKeyResolver, FailureMode, Problem, StatusSource, Tier,
+};
+use tower_layer::Layer;
+
+use crate::{
+    local::{LocalStore, Verdicts, MAX_POLICIES},
+    quota::{policy_header_values, CompiledPolicy, Gcra},
+    BuildError, Clock, Policy, RateLimitService, RedisStore,
+};
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers): the quotas that apply.
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers): what is left of each quota.
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// The metric attribute marking decisions of a layer in shadow mode (present only there).
+const SHADOW_ATTR: &str = "shadow";
+
+/// How long a client refused because Redis is unreachable (fail closed) is asked to wait.
+const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
+
+/// A Tower layer limiting the request rate of each client by one or more named policies.
+///
+/// Clone-safe on axum routes: all state is shared behind an `Arc` and decisions are made in
+/// `call`, never reserved in `poll_ready`. See the crate documentation for an example.
+#[derive(Clone)]
+pub struct RateLimitLayer {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RateLimitLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.shared.policies.iter().map(|p| &*p.name).collect();
+        f.debug_struct("RateLimitLayer")
+            .field("policies", &names)
+            .field("redis", &self.shared.redis)
+            .field("shadow", &self.shared.shadow)
+            .finish()
+    }
+}
+
+impl<S> Layer<S> for RateLimitLayer {
+    type Service = RateLimitService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        RateLimitService::new(inner, self.shared.clone())
+    }
+}
+
+impl RateLimitLayer {
+    /// A builder with no policies, the default key resolver (peer IP, no trusted proxies), the
+    /// in-process store, headers on and shadow mode off.
+    pub fn builder() -> RateLimitLayerBuilder {
+        RateLimitLayerBuilder {
+            policies: Vec::new(),
+            resolver: None,
+            redis: None,
+            failure_mode: FailureMode::Open,
+            fallback_local: true,
+            shadow: false,
+            headers: true,
+            meter: None,
+            clock: None,
+        }
+    }
+
+    /// A layer with one policy and all defaults.
+    pub fn new(policy: Policy) -> Self {
+        Self::builder().policy(policy).build().expect("a single valid policy")
+    }
+
+    /// Drop the in-process store's idle keys now. Shards also do this by themselves as they
+    /// grow; call it from a periodic task to give memory back after a burst of distinct keys.
+    pub fn sweep_idle(&self) {
+        self.shared.local.sweep(self.shared.clock.now_us());
+    }
+
+    /// A handle for the `/status` report: decisions per policy and outcome, store sizes.
+    pub fn status(&self) -> RateLimitStatus {
+        RateLimitStatus { shared: self.shared.clone() }
+    }
+}
+
+/// Builder of a [`RateLimitLayer`], with consuming setters.
+#[derive(Debug)]
+pub struct RateLimitLayerBuilder {
+    policies: Vec<Policy>,
+    resolver: Option<ClientKeyResolver>,
+    redis: Option<RedisStore>,
+    failure_mode: FailureMode,
+    fallback_local: bool,
+    shadow: bool,
+    headers: bool,
+    meter: Option<Meter>,
+    clock: Option<Clock>,
+}
+
+impl RateLimitLayerBuilder {
+    /// Add a policy; a request passes only if every policy allows it.
+    pub fn policy(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// How to find the client key when no `ClientKey` is in the request extensions already.
+    pub fn key_resolver(mut self, resolver: ClientKeyResolver) -> Self {
+        self.resolver = Some(resolver);
+        self
+    }
+
+    /// Keep the state in Redis, shared by every node using the same store prefix.
+    pub fn redis(mut self, store: RedisStore) -> Self {
+        self.redis = Some(store);
+        self
+    }
+
+    /// What to do when Redis does not answer within its deadline (default: fail open).
+    pub fn failure_mode(mut self, mode: FailureMode) -> Self {
+        self.failure_mode = mode;
+        self
+    }
+
+    /// When failing open, decide with the in-process limiter instead of letting everything
+    /// through (default `true`).
+    pub fn fallback_local(mut self, yes: bool) -> Self {
+        self.fallback_local = yes;
+        self
+    }
+
+    /// Decide and count, but never reject (default `false`).
+    pub fn shadow(mut self, yes: bool) -> Self {
+        self.shadow = yes;
+        self
+    }
+
+    /// Add the `RateLimit-Policy` and `RateLimit` fields to responses (default `true`).
+    pub fn headers(mut self, yes: bool) -> Self {
+        self.headers = yes;
+        self
+    }
+
+    /// Record metrics through this meter (default: [`phalanx_core::default_meter`]).
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Read the time from this clock (default: [`Clock::tokio`]).
+    pub fn clock(mut self, clock: Clock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Build; fails without policies, with more than eight, with duplicate names or invalid quotas.
+    pub fn build(self) -> Result<RateLimitLayer, BuildError> {
+        if self.policies.is_empty() {
+            return Err(BuildError::new("a rate limit layer needs at least one policy"));
+        }
+        if self.policies.len() > MAX_POLICIES {
+            return Err(BuildError::new(format!("at most {MAX_POLICIES} policies per layer")));
+        }
+        let policies = self.policies.iter().map(CompiledPolicy::compile).collect::<Result<Vec<_>, _>>()?;
+        for (i, p) in policies.iter().enumerate() {
+            if policies[..i].iter().any(|q| q.name == p.name) {
+                return Err(BuildError::new(format!("policy {:?} is defined twice", p.name)));
+            }
+        }
+        let mut gcras = [[Gcra { emission_us: 1, tolerance_us: 1 }; MAX_POLICIES]; 4];
+        for (tier, row) in gcras.iter_mut().enumerate() {
+            for (i, p) in policies.iter().enumerate() {
+                row[i] = p.by_tier[tier];
+            }
+        }
+        let meter = self.meter.unwrap_or_else(phalanx_core::default_meter);
+        let metrics = Metrics::new(&meter, &policies, self.shadow);
+        Ok(RateLimitLayer {
+            shared: Arc::new(Shared {
+                policy_header: policy_header_values(&policies),
+                policies: policies.into_boxed_slice(),
+                gcras,
+                resolver: self.resolver.unwrap_or_default(),
+                local: LocalStore::new(),
+                redis: self.redis,
+                failure_mode: self.failure_mode,
+                fallback_local: self.fallback_local,
+                shadow: self.shadow,
+                headers: self.headers,
+                clock: self.clock.unwrap_or_default(),
+                metrics,
+            }),
+        })
+    }
+}
+
+/// How a decision came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allowed = 0,
+    Limited = 1,
+    FailOpen = 2,
+    FailClosed = 3,
+}
+
+const OUTCOMES: [&str; 4] = ["allowed", "limited", "fail_open", "fail_closed"];
+
+/// One decision over every policy of the layer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Decision {
+    pub(crate) outcome: Outcome,
+    pub(crate) verdicts: Verdicts,
+    pub(crate) tier: Tier,
+}
+
+/// What the service does with a request.
+pub(crate) enum Answer {
+    /// Call the inner service and add these fields to its response.
+    Pass(Option<(HeaderValue, HeaderValue)>),
+    /// Answer with this problem.
+    Reject(Box<Problem>),
+}
+
+struct Metrics {
+    decisions: Counter<u64>,
+    /// Attributes per policy and outcome, built once.
+    attributes: Vec<[Vec<KeyValue>; 4]>,
+    /// Counts per policy and outcome, for `/status`.
+    counts: Vec<[AtomicU64; 4]>,
+}
+
+impl Metrics {
+    fn new(meter: &Meter, policies: &[CompiledPolicy], shadow: bool) -> Self {
+        let decisions = meter
+            .u64_counter(names::RATELIMIT_DECISIONS)
+            .with_description("Rate-limit decisions by policy and outcome")
+            .build();
+        let attributes = policies
+            .iter()
+            .map(|p| {
+                OUTCOMES.map(|outcome| {
+                    let mut attrs = vec![
+                        KeyValue::new(names::attr::POLICY, p.name.to_string()),
+                        KeyValue::new(names::attr::OUTCOME, outcome),
+                    ];
+                    if shadow {
+                        attrs.push(KeyValue::new(SHADOW_ATTR, true));
+                    }
+                    attrs
+                })
+            })
+            .collect();
+        let counts = policies.iter().map(|_| Default::default()).collect();
+        Metrics { decisions, attributes, counts }
+    }
+
+    fn record(&self, policy: usize, outcome: Outcome) {
+        self.decisions.add(1, &self.attributes[policy][outcome as usize]);
+        self.counts[policy][outcome as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the layer and every service clone.
+pub(crate) struct Shared {
+    policies: Box<[CompiledPolicy]>,
+    gcras: [[Gcra; MAX_POLICIES]; 4],
+    policy_header: [HeaderValue; 4],
+    resolver: ClientKeyResolver,
+    local: LocalStore,
+    redis: Option<RedisStore>,
+    failure_mode: FailureMode,
+    fallback_local: bool,
+    shadow: bool,
+    headers: bool,
+    clock: Clock,
+    metrics: Metrics,
+}
+
+impl Shared {
+    /// The request's client key: one already resolved (by `ClassifyLayer`), else ours.
+    pub(crate) fn client_key<B>(&self, req: &Request<B>) -> ClientKey {
+        match req.extensions().get::<ClientKey>() {
+            Some(key) => key.clone(),
+            None => self.resolver.resolve(req),
+        }
+    }
+
+    pub(crate) fn digest(&self, key: &ClientKey) -> u64 {
+        self.local.digest(key.as_str())
+    }
+
+    fn gcras(&self, tier: Tier) -> &[Gcra] {
+        &self.gcras[tier as usize][..self.policies.len()]
+    }
+
+    /// A decision made without waiting, or `None` when Redis must be asked.
+    pub(crate) fn try_decide(&self, digest: u64, tier: Tier) -> Option<Decision> {
+        match &self.redis {
+            None => Some(self.local_decision(digest, tier, Outcome::Allowed)),
+            Some(redis) => {
+                let verdicts = redis.cached_denial(digest, self.policies.len(), self.clock.now_us())?;
+                Some(Decision { outcome: Outcome::Limited, verdicts, tier })
+            }
+        }
+    }
+
+    fn local_decision(&self, digest: u64, tier: Tier, when_allowed: Outcome) -> Decision {
+        let verdicts = self.local.decide(digest, self.gcras(tier), self.clock.now_us());
+        let outcome = if verdicts.allowed() { when_allowed } else { Outcome::Limited };
+        Decision { outcome, verdicts, tier }
+    }
+
+    /// Ask Redis; on a timeout or error apply the failure mode.
+    pub(crate) async fn decide_remote(self: Arc<Self>, key: ClientKey, digest: u64, tier: Tier) -> Decision {
+        let redis = self.redis.as_ref().expect("decide_remote is called only with a Redis store");
+        let mut policies = [("", Gcra { emission_us: 1, tolerance_us: 1 }); MAX_POLICIES];
+        for (slot, (p, g)) in policies.iter_mut().zip(self.policies.iter().zip(self.gcras(tier))) {
+            *slot = (&p.name, *g);
+        }
+        let policies = &policies[..self.policies.len()];
+        match redis.decide(key.as_str(), digest, policies, self.clock.now_us()).await {
+            Ok(verdicts) => {
+                let outcome = if verdicts.allowed() { Outcome::Allowed } else { Outcome::Limited };
+                Decision { outcome, verdicts, tier }
+            }
+            Err(failure) => {
+                tracing::debug!(error = %failure, "rate limiter: Redis gave no answer in time");
+                match self.failure_mode {
+                    FailureMode::Open if self.fallback_local => self.local_decision(digest, tier, Outcome::FailOpen),
+                    FailureMode::Open => Decision { outcome: Outcome::FailOpen, verdicts: Verdicts::none(), tier },
+                    FailureMode::Closed => Decision { outcome: Outcome::FailClosed, verdicts: Verdicts::none(), tier },
+                }
+            }
+        }
+    }
+
+    /// Count the decision and turn it into what the service does.
+    pub(crate) fn answer(&self, decision: &Decision) -> Answer {
+        self.record(decision);
+        let fields = self.headers.then(|| self.fields(decision)).flatten();
+        match decision.outcome {
+            Outcome::Allowed | Outcome::FailOpen => Answer::Pass(fields),
+            _ if self.shadow => Answer::Pass(fields),
+            Outcome::Limited => {
+                let policy = decision.verdicts.denied_by().unwrap_or(0);
+                let name = &*self.policies[policy].name;
+                let retry = Duration::from_micros(decision.verdicts.retry_after_us());
+                let mut problem = Problem::rate_limited(retry)
+                    .with_detail(format!("rate limit {name:?} exceeded"))
+                    .with_member("policy", name);
+                if let Some((policy_field, state_field)) = fields {
+                    problem = problem.with_header(RATELIMIT_POLICY.clone(), policy_field);
+                    problem = problem.with_header(RATELIMIT.clone(), state_field);
+                }
+                Answer::Reject(Box::new(problem))
+            }
+            Outcome::FailClosed => Answer::Reject(Box::new(
+                Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, FAIL_CLOSED_RETRY)
+                    .with_detail("the rate limiter's store is unavailable"),
+            )),
+        }
+    }
+
+    fn record(&self, decision: &Decision) {
+        match decision.outcome {
+            Outcome::Limited => {
+                for (i, v) in decision.verdicts.known() {
+                    if !v.allowed {
+                        self.metrics.record(i, Outcome::Limited);
+                    }
+                }
+            }
+            outcome => (0..self.policies.len()).for_each(|i| self.metrics.record(i, outcome)),
+        }
+    }
+
+    /// `RateLimit-Policy` and `RateLimit` of a decision; `None` when no policy's state is known.
+    fn fields(&self, decision: &Decision) -> Option<(HeaderValue, HeaderValue)> {
+        let mut state = String::with_capacity(40 * self.policies.len());
+        for (i, v) in decision.verdicts.known() {
+            if !state.is_empty() {
+                state.push_str(", ");
+            }
+            // Whole seconds, rounded up: `t=0` would claim the quota is already restored.
+            let reset = v.reset_us.div_ceil(1_000_000);
+            use std::fmt::Write;
+            let _ = write!(state, "\"{}\";r={};t={}", self.policies[i].name, v.remaining, reset);
+        }
+        if state.is_empty() {
+            return None;
+        }
+        let state = HeaderValue::from_str(&state).expect("policy names are checked to be printable ASCII");
+        Some((self.policy_header[decision.tier as usize].clone(), state))
+    }
+}
+
+/// The `/status` section of a [`RateLimitLayer`] (`"ratelimit"`): decisions per policy and
+/// outcome, and the sizes of the local tables.
+#[derive(Clone)]
+pub struct RateLimitStatus {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for RateLimitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimitStatus").finish_non_exhaustive()
+    }
+}
+
+impl RateLimitStatus {
+    /// Decisions so far of one policy with one outcome (`allowed`, `limited`, `fail_open`,
+    /// `fail_closed`); 0 for an unknown policy or outcome.
+    pub fn decisions(&self, policy: &str, outcome: &str) -> u64 {
+        let shared = &self.shared;
+        let Some(p) = shared.policies.iter().position(|p| &*p.name == policy) else { return 0 };
+        let Some(o) = OUTCOMES.iter().position(|o| *o == outcome) else { return 0 };
+        shared.metrics.counts[p][o].load(Ordering::Relaxed)
+    }
+
+    /// Bytes held by the in-process store's tables.
+    pub fn local_bytes(&self) -> usize {
+        self.shared.local.allocated_bytes()
+    }
+
+    /// Keys held by the in-process store (idle ones not yet swept included).
+    pub fn local_keys(&self) -> usize {
+        self.shared.local.len()
+    }
+}
+
+impl StatusSource for RateLimitStatus {
+    fn name(&self) -> &str {
+        "ratelimit"
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let shared = &self.shared;
+        let mut policies = serde_json::Map::new();
+        for (i, p) in shared.policies.iter().enumerate() {
+            let counts = &shared.metrics.counts[i];
+            let mut entry = serde_json::Map::new();
+            for (o, name) in OUTCOMES.iter().enumerate() {
+                entry.insert((*name).into(), counts[o].load(Ordering::Relaxed).into());
+            }
+            policies.insert(p.name.to_string(), entry.into());
+        }
+        serde_json::json!({
+            "store": if shared.redis.is_some() { "redis" } else { "local" },
+            "shadow": shared.shadow,
+            "failure_mode": match shared.failure_mode { FailureMode::Open => "open", FailureMode::Closed => "closed" },
+            "policies": policies,
+            "local_keys": shared.local.len(),
+            "local_bytes": shared.local.allocated_bytes(),
+            "local_decisions": shared.local.decisions(),
+            "deny_cache_keys": shared.redis.as_ref().map_or(0, RedisStore::cached_denials),
+        })
+    }
+}

@@ -1,0 +1,307 @@
+//! The in-process store: one TAT per (client key, policy) in a sharded map of 64-bit digests.
+//!
+//! Keys are kept as a 64-bit keyed digest of the client key (seeded at random per store, so
+//! collisions cannot be chosen by clients; with a million keys the chance of any collision is
+//! about 3 in 100 million), and values are a single `u64`, so an entry costs 16 bytes plus the
+//! table's control byte and slack. An entry whose TAT is in the past means exactly the same as
+//! no entry, so idle entries are dropped without changing any decision: each shard sweeps them
+//! out whenever it has doubled since its last sweep.
+
+use std::{
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
+    sync::atomic::{AtomicU64, Ordering},
+};
+
+use hashbrown::HashMap;
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::quota::{Gcra, Verdict};
+
+/// The most policies one layer evaluates together.
+pub(crate) const MAX_POLICIES: usize = 8;
+
+/// Shards never sweep below this many entries: small maps are cheap to keep.
+const MIN_SWEEP: usize = 1024;
+
+/// The verdict of each policy of a decision, without allocating.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Verdicts {
+    len: usize,
+    items: [Verdict; MAX_POLICIES],
+    /// Policies whose state is unknown (a denial answered from the deny cache knows only the
+    /// denying policy): left out of the `RateLimit` field.
+    unknown: u8,
+}
+
+impl Verdicts {
+    pub(crate) fn push(&mut self, v: Verdict) {
+        self.items[self.len] = v;
+        self.len += 1;
+    }
+
+    /// No verdict at all (Redis gave no answer and nothing local was asked).
+    pub(crate) fn none() -> Self {
+        Self::default()
+    }
+
+    /// Verdicts for `len` policies of which only `policy` is known: it denied.
+    pub(crate) fn only_denied_by(len: usize, policy: usize, verdict: Verdict) -> Self {
+        let mut v = Verdicts { len, unknown: !(1u8 << policy), ..Verdicts::default() };
+        v.items[..len].fill(Verdict { allowed: true, ..Verdict::default() });
+        v.items[policy] = verdict;
+        v
+    }
+
+    pub(crate) fn as_slice(&self) -> &[Verdict] {
+        &self.items[..self.len]
+    }
+
+    /// The known verdicts with their policy indexes.
+    pub(crate) fn known(&self) -> impl Iterator<Item = (usize, &Verdict)> {
+        self.as_slice().iter().enumerate().filter(|(i, _)| self.unknown & (1 << i) == 0)
+    }
+
+    /// The first denying policy.
+    pub(crate) fn denied_by(&self) -> Option<usize> {
+        self.as_slice().iter().position(|v| !v.allowed)
+    }
+
+    pub(crate) fn allowed(&self) -> bool {
+        self.as_slice().iter().all(|v| v.allowed)
+    }
+
+    /// The longest wait any denying policy asks for.
+    pub(crate) fn retry_after_us(&self) -> u64 {
+        self.as_slice().iter().map(|v| v.retry_after_us).max().unwrap_or(0)
+    }
+}
+
+/// Something stored that becomes meaningless at a known time.
+pub(crate) trait Expiring: Copy {
+    /// Microseconds since the epoch after which the entry may be dropped.
+    fn expires_at(&self) -> u64;
+}
+
+impl Expiring for u64 {
+    fn expires_at(&self) -> u64 {
+        *self
+    }
+}
+
+/// The keys are already uniform digests: hashing them again would only cost time.
+#[derive(Default)]
+pub(crate) struct IdentityHasher(u64);
+
+impl Hasher for IdentityHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type DigestMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
+
+/// Keeps each shard's lock on its own cache line.
+#[repr(align(64))]
+struct Padded<T>(T);
+
+pub(crate) struct Shard<V> {
+    map: DigestMap<V>,
+    sweep_at: usize,
+}
+
+impl<V: Expiring> Shard<V> {
+    pub(crate) fn get(&self, key: u64) -> Option<V> {
+        self.map.get(&key).copied()
+    }
+
+    pub(crate) fn insert(&mut self, key: u64, value: V, now: u64) {
+        if let Some(slot) = self.map.get_mut(&key) {
+            *slot = value;
+            return;
+        }
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, v| v.expires_at() > now);
+            let live = self.map.len();
+            if self.map.capacity() > 4 * live.max(MIN_SWEEP) {
+                self.map.shrink_to(2 * live);
+            }
+            self.sweep_at = (2 * live).max(MIN_SWEEP);
+        }
+        self.map.insert(key, value);
+    }
+}
+
+/// A map of digests to small values in independently locked shards.
+pub(crate) struct ShardedMap<V> {
+    shards: Box<[Padded<Mutex<Shard<V>>>]>,
+    mask: u64,
+}
+
+impl<V: Expiring> ShardedMap<V> {
+    pub(crate) fn new() -> Self {
+        let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let count = (cores * 16).next_power_of_two().clamp(16, 1024);
+        let shards =
+            (0..count).map(|_| Padded(Mutex::new(Shard { map: DigestMap::default(), sweep_at: MIN_SWEEP }))).collect();
+        ShardedMap { shards, mask: count as u64 - 1 }
+    }
+
+    /// The shard of a digest. The shard is chosen from middle bits: the table inside uses the
+    /// low bits for its buckets and the top seven as tags.
+    pub(crate) fn lock(&self, digest: u64) -> MutexGuard<'_, Shard<V>> {
+        self.shards[((digest >> 32) & self.mask) as usize].0.lock()
+    }
+
+    /// Entries held, idle ones not yet swept included.
+    pub(crate) fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().map.len()).sum()
+    }
+
+    /// Bytes of the tables' allocations.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.0.lock().map.allocation_size()).sum()
+    }
+
+    /// Drop every expired entry now (the shards also do this by themselves as they grow).
+    pub(crate) fn sweep(&self, now: u64) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.0.lock();
+            shard.map.retain(|_, v| v.expires_at() > now);
+            let live = shard.map.len();
+            shard.map.shrink_to(2 * live);
+            shard.sweep_at = (2 * live).max(MIN_SWEEP);
+        }
+    }
+}
+
+/// GCRA state of every (client, policy) pair seen recently.
+pub(crate) struct LocalStore {
+    tats: ShardedMap<u64>,
+    hasher: foldhash::quality::RandomState,
+    /// Per-policy salts: a client's entries for different policies live in one shard (so a
+    /// decision over several policies takes one lock) under different digests.
+    salts: [u64; MAX_POLICIES],
+    decisions: AtomicU64,
+}
+
+impl LocalStore {
+    pub(crate) fn new() -> Self {
+        let hasher = foldhash::quality::RandomState::default();
+        let salts = std::array::from_fn(|i| hasher.hash_one(("policy salt", i)) | 1);
+        LocalStore { tats: ShardedMap::new(), hasher, salts, decisions: AtomicU64::new(0) }
+    }
+
+    /// The digest of a client key.
+    pub(crate) fn digest(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Judge one request of client `digest` against every policy: all must allow, and only
+    /// then is each TAT advanced.
+    pub(crate) fn decide(&self, digest: u64, gcras: &[Gcra], now: u64) -> Verdicts {
+        let mut old_tats = [0u64; MAX_POLICIES];
+        let mut shard = self.tats.lock(digest);
+        for (i, tat) in old_tats[..gcras.len()].iter_mut().enumerate() {
+            *tat = shard.get(digest ^ self.salts[i]).unwrap_or(0);
+        }
+        let (verdicts, new_tats) = judge(gcras, &old_tats[..gcras.len()], now);
+        if verdicts.allowed() {
+            for (i, tat) in new_tats[..gcras.len()].iter().enumerate() {
+                shard.insert(digest ^ self.salts[i], *tat, now);
+            }
+        }
+        drop(shard);
+        self.decisions.fetch_add(1, Ordering::Relaxed);
+        verdicts
+    }
+
+    /// Decisions made.
+    pub(crate) fn decisions(&self) -> u64 {
+        self.decisions.load(Ordering::Relaxed)
+    }
+
+    /// Entries held.
+    pub(crate) fn len(&self) -> usize {
+        self.tats.len()
+    }
+
+    /// Bytes of the tables' allocations.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.tats.allocated_bytes()
+    }
+
+    /// Drop idle entries now.
+    pub(crate) fn sweep(&self, now: u64) {
+        self.tats.sweep(now)
+    }
+}
+
+/// The verdicts of one request given each policy's stored TAT, and the TATs to store when all
+/// allow. A denial consumes nothing, so a policy that would have passed reports its state as is.
+pub(crate) fn judge(gcras: &[Gcra], old_tats: &[u64], now: u64) -> (Verdicts, [u64; MAX_POLICIES]) {
+    let mut verdicts = Verdicts::default();
+    let mut new_tats = [0u64; MAX_POLICIES];
+    for (i, (gcra, old)) in gcras.iter().zip(old_tats).enumerate() {
+        let (verdict, tat) = gcra.check(*old, now);
+        new_tats[i] = tat;
+        verdicts.push(verdict);
+    }
+    if !verdicts.allowed() {
+        for (i, (gcra, old)) in gcras.iter().zip(old_tats).enumerate() {
+            if verdicts.items[i].allowed {
+                verdicts.items[i] = gcra.unconsumed(*old, now);
+            }
+        }
+    }
+    (verdicts, new_tats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Quota;
+
+    #[test]
+    fn all_policies_must_pass_and_a_denial_consumes_nothing() {
+        let store = LocalStore::new();
+        let wide = Quota::per_second(100).gcra("wide").unwrap();
+        let narrow = Quota::per_second(1).with_burst(2).gcra("narrow").unwrap();
+        let d = store.digest("id:a");
+        let now = 1_000_000_000;
+        assert!(store.decide(d, &[wide, narrow], now).allowed());
+        assert!(store.decide(d, &[wide, narrow], now).allowed());
+        let denied = store.decide(d, &[wide, narrow], now);
+        assert!(!denied.allowed());
+        assert_eq!(denied.as_slice()[0].remaining, 98, "the wide policy was not charged for the denial");
+        assert_eq!(denied.retry_after_us(), 1_000_000);
+        assert!(store.decide(store.digest("id:b"), &[wide, narrow], now).allowed());
+    }
+
+    #[test]
+    fn idle_entries_are_swept_without_changing_decisions() {
+        let store = LocalStore::new();
+        let g = Quota::per_second(10).gcra("p").unwrap();
+        let now = 5_000_000_000;
+        for i in 0..50_000 {
+            store.decide(store.digest(&format!("id:{i}")), &[g], now);
+        }
+        assert_eq!(store.len(), 50_000);
+        // 100 ms later every key is idle again: new keys push the old ones out as shards grow.
+        for i in 0..50_000 {
+            store.decide(store.digest(&format!("id:new{i}")), &[g], now + 1_000_000);
+        }
+        assert!(store.len() < 100_000, "idle keys were swept: {}", store.len());
+        store.sweep(now + 2_000_000);
+        assert_eq!(store.len(), 0);
+    }
+}
