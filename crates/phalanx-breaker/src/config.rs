@@ -1,0 +1,525 @@
+//! Breaker configuration: window, thresholds, half-open probes, the wait in open and the
+//! outcome rule. Field names and defaults follow Resilience4j's `CircuitBreakerConfig`.
+
+use std::{fmt, time::Duration};
+
+use http::StatusCode;
+use serde::Deserialize;
+
+/// Configuration of one circuit breaker.
+///
+/// Every field has a default (Resilience4j's where it has one), so a TOML section may name
+/// only what it changes:
+///
+/// ```toml
+/// failure_rate_threshold = 50.0        # percent, inclusive
+/// slow_call_rate_threshold = 100.0     # percent, inclusive
+/// slow_call_duration = "2s"
+/// sliding_window_type = "time_based"   # or "count_based"
+/// sliding_window_size = 10             # calls, or seconds for a time-based window
+/// minimum_number_of_calls = 20
+/// permitted_calls_in_half_open = 5
+/// wait_in_open = "5s"
+/// backoff = { kind = "exponential", multiplier = 2.0, max_wait = "1m", jitter = 0.5 }
+/// failure_statuses = ["5xx"]
+/// ignored_statuses = []
+/// cancelled = "failure"
+/// ```
+///
+/// Fields can also be set with the consuming setters of the same name. Invalid values are
+/// refused by [`BreakerConfig::validate`], which every constructor calls.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerConfig {
+    /// Failure rate, in percent, at or above which the breaker opens. Default 50.
+    pub failure_rate_threshold: f64,
+    /// Slow-call rate, in percent, at or above which the breaker opens. Default 100.
+    pub slow_call_rate_threshold: f64,
+    /// A call taking longer than this is slow. Default 60 s.
+    #[serde(with = "serde_duration")]
+    pub slow_call_duration: Duration,
+    /// Count-based (the last N calls) or time-based (the last N seconds). Default count-based.
+    pub sliding_window_type: WindowType,
+    /// N: calls for a count-based window, seconds for a time-based one. Default 100.
+    pub sliding_window_size: u32,
+    /// Calls the window must hold before the rates are judged. Default 100. (In a count-based
+    /// window it is capped at the window size, as in Resilience4j.)
+    pub minimum_number_of_calls: u32,
+    /// Probe calls admitted in half-open; their outcome closes or reopens the breaker. Default 10.
+    pub permitted_calls_in_half_open: u32,
+    /// How long the breaker stays open before it lets probes through (the first time, for an
+    /// exponential backoff). Default 60 s.
+    #[serde(with = "serde_duration")]
+    pub wait_in_open: Duration,
+    /// How the wait in open grows when probes keep failing. Default constant.
+    pub backoff: Backoff,
+    /// Response statuses recorded as failures. Default `["5xx"]`.
+    pub failure_statuses: StatusSet,
+    /// Response statuses recorded as neither success nor failure. Default none.
+    pub ignored_statuses: StatusSet,
+    /// What a call counts as when it is dropped before it finished (an outer timeout or a
+    /// client that went away). Default failure: in a stack where a timeout layer sits outside
+    /// the breaker, that is how timeouts are seen.
+    pub cancelled: CancelledAs,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            failure_rate_threshold: 50.0,
+            slow_call_rate_threshold: 100.0,
+            slow_call_duration: Duration::from_secs(60),
+            sliding_window_type: WindowType::CountBased,
+            sliding_window_size: 100,
+            minimum_number_of_calls: 100,
+            permitted_calls_in_half_open: 10,
+            wait_in_open: Duration::from_secs(60),
+            backoff: Backoff::Constant,
+            failure_statuses: StatusSet::server_errors(),
+            ignored_statuses: StatusSet::empty(),
+            cancelled: CancelledAs::Failure,
+        }
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
+        $(
+            $(#[$doc])*
+            pub fn $field(mut self, $field: $ty) -> Self {
+                self.$field = $field;
+                self
+            }
+        )*
+    };
+}
+
+impl BreakerConfig {
+    setters! {
+        /// Set [`BreakerConfig::failure_rate_threshold`] (percent).
+        failure_rate_threshold: f64;
+        /// Set [`BreakerConfig::slow_call_rate_threshold`] (percent).
+        slow_call_rate_threshold: f64;
+        /// Set [`BreakerConfig::slow_call_duration`].
+        slow_call_duration: Duration;
+        /// Set [`BreakerConfig::minimum_number_of_calls`].
+        minimum_number_of_calls: u32;
+        /// Set [`BreakerConfig::permitted_calls_in_half_open`].
+        permitted_calls_in_half_open: u32;
+        /// Set [`BreakerConfig::wait_in_open`].
+        wait_in_open: Duration;
+        /// Set [`BreakerConfig::backoff`].
+        backoff: Backoff;
+        /// Set [`BreakerConfig::failure_statuses`].
+        failure_statuses: StatusSet;
+        /// Set [`BreakerConfig::ignored_statuses`].
+        ignored_statuses: StatusSet;
+        /// Set [`BreakerConfig::cancelled`].
+        cancelled: CancelledAs;
+    }
+
+    /// A count-based window over the last `calls` calls.
+    pub fn count_based_window(mut self, calls: u32) -> Self {
+        self.sliding_window_type = WindowType::CountBased;
+        self.sliding_window_size = calls;
+        self
+    }
+
+    /// A time-based window over the last `seconds` seconds (one bucket per second).
+    pub fn time_based_window(mut self, seconds: u32) -> Self {
+        self.sliding_window_type = WindowType::TimeBased;
+        self.sliding_window_size = seconds;
+        self
+    }
+
+    /// Check every field; the message names the field and the allowed range.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let percent = |name: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 && v <= 100.0 {
+                Ok(())
+            } else {
+                Err(ConfigError::new(format!("{name} must be a percentage in (0, 100], got {v}")))
+            }
+        };
+        percent("failure_rate_threshold", self.failure_rate_threshold)?;
+        percent("slow_call_rate_threshold", self.slow_call_rate_threshold)?;
+        if self.slow_call_duration.is_zero() {
+            return Err(ConfigError::new("slow_call_duration must be greater than zero".into()));
+        }
+        if self.sliding_window_size == 0 {
+            return Err(ConfigError::new("sliding_window_size must be at least 1".into()));
+        }
+        if self.sliding_window_type == WindowType::TimeBased && self.sliding_window_size > 3600 {
+            return Err(ConfigError::new(format!(
+                "sliding_window_size of a time-based window is in seconds and at most 3600, got {}",
+                self.sliding_window_size
+            )));
+        }
+        if self.sliding_window_type == WindowType::CountBased && self.sliding_window_size > 1_000_000 {
+            return Err(ConfigError::new(format!(
+                "sliding_window_size of a count-based window is at most 1000000 calls, got {}",
+                self.sliding_window_size
+            )));
+        }
+        if self.minimum_number_of_calls == 0 {
+            return Err(ConfigError::new("minimum_number_of_calls must be at least 1".into()));
+        }
+        if self.permitted_calls_in_half_open == 0 || self.permitted_calls_in_half_open > MAX_PROBES {
+            return Err(ConfigError::new(format!(
+                "permitted_calls_in_half_open must be in 1..={MAX_PROBES}, got {}",
+                self.permitted_calls_in_half_open
+            )));
+        }
+        if self.wait_in_open.is_zero() {
+            return Err(ConfigError::new("wait_in_open must be greater than zero".into()));
+        }
+        if let Backoff::Exponential { multiplier, max_wait, jitter } = self.backoff {
+            if !(multiplier.is_finite() && multiplier >= 1.0) {
+                return Err(ConfigError::new(format!("backoff.multiplier must be at least 1, got {multiplier}")));
+            }
+            if max_wait < self.wait_in_open {
+                return Err(ConfigError::new(format!(
+                    "backoff.max_wait ({max_wait:?}) must be at least wait_in_open ({:?})",
+                    self.wait_in_open
+                )));
+            }
+            if !(0.0..1.0).contains(&jitter) {
+                return Err(ConfigError::new(format!("backoff.jitter must be in [0, 1), got {jitter}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The outcome of a call that answered with this status.
+    pub fn classify_status(&self, status: StatusCode) -> CallOutcome {
+        if self.ignored_statuses.contains(status) {
+            CallOutcome::Ignored
+        } else if self.failure_statuses.contains(status) {
+            CallOutcome::Failure
+        } else {
+            CallOutcome::Success
+        }
+    }
+
+    /// The minimum number of calls in effect: capped at the size of a count-based window.
+    pub(crate) fn effective_minimum_calls(&self) -> u32 {
+        match self.sliding_window_type {
+            WindowType::CountBased => self.minimum_number_of_calls.min(self.sliding_window_size),
+            WindowType::TimeBased => self.minimum_number_of_calls,
+        }
+    }
+
+    /// The wait in open after `consecutive_opens` earlier opens without a close in between,
+    /// `unit` a uniform sample in [0, 1) for the jitter.
+    pub(crate) fn open_wait(&self, consecutive_opens: u32, unit: f64) -> Duration {
+        match self.backoff {
+            Backoff::Constant => self.wait_in_open,
+            Backoff::Exponential { multiplier, max_wait, jitter } => {
+                let base = self.wait_in_open.as_secs_f64() * multiplier.powi(consecutive_opens.min(1024) as i32);
+                let capped = base.min(max_wait.as_secs_f64());
+                // Jitter spreads the probes of many instances that opened together.
+                let factor = 1.0 - jitter + 2.0 * jitter * unit;
+                Duration::from_secs_f64((capped * factor).max(0.001))
+            }
+        }
+    }
+}
+
+/// The largest number of half-open probes (the probe count shares a word with the state).
+pub const MAX_PROBES: u32 = (1 << 24) - 1;
+
+/// The kind of sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowType {
+    /// The last N calls.
+    #[default]
+    CountBased,
+    /// The calls of the last N seconds, in one-second buckets.
+    TimeBased,
+}
+
+/// How the wait in open grows while the breaker keeps reopening.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Backoff {
+    /// Always [`BreakerConfig::wait_in_open`].
+    #[default]
+    Constant,
+    /// `wait_in_open × multiplier^k` after k reopenings without a close, capped at `max_wait`,
+    /// then spread by ± `jitter` (a fraction: 0.5 means anywhere from half to 1.5 times).
+    Exponential {
+        /// Growth per reopening (≥ 1). Default 2.
+        #[serde(default = "default_multiplier")]
+        multiplier: f64,
+        /// The longest wait before jitter. Default 5 minutes.
+        #[serde(default = "default_max_wait", with = "serde_duration")]
+        max_wait: Duration,
+        /// Spread as a fraction in [0, 1). Default 0.5.
+        #[serde(default = "default_jitter")]
+        jitter: f64,
+    },
+}
+
+impl Backoff {
+    /// Exponential backoff with the defaults: ×2 per reopening, at most 5 minutes, ±50 % jitter.
+    pub fn exponential() -> Self {
+        Backoff::Exponential {
+            multiplier: default_multiplier(),
+            max_wait: default_max_wait(),
+            jitter: default_jitter(),
+        }
+    }
+}
+
+fn default_multiplier() -> f64 {
+    2.0
+}
+fn default_max_wait() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_jitter() -> f64 {
+    0.5
+}
+
+/// What a call dropped before it finished counts as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelledAs {
+    /// A failure (and slow if it ran long enough).
+    #[default]
+    Failure,
+    /// Not recorded; in half-open its probe slot goes to the next caller.
+    Ignored,
+}
+
+/// How a finished call is recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    /// Counted as a success (slow if it took longer than the slow-call duration).
+    Success,
+    /// Counted as a failure (slow if it took longer than the slow-call duration).
+    Failure,
+    /// Not counted in the rates; in half-open the probe slot is given back.
+    Ignored,
+}
+
+/// A set of HTTP status codes, written in configuration as `"5xx"`, `"429"` or `"500-504"`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StatusSet {
+    bits: [u64; 10],
+}
+
+impl StatusSet {
+    /// No status.
+    pub const fn empty() -> Self {
+        StatusSet { bits: [0; 10] }
+    }
+
+    /// 500 to 599.
+    pub fn server_errors() -> Self {
+        Self::empty().with_range(500, 599)
+    }
+
+    /// This set plus the statuses `from..=to` (clamped to 100..=639).
+    pub fn with_range(mut self, from: u16, to: u16) -> Self {
+        for code in from.max(100)..=to.min(639) {
+            let i = (code - 100) as usize;
+            self.bits[i / 64] |= 1 << (i % 64);
+        }
+        self
+    }
+
+    /// This set plus one status.
+    pub fn with(self, status: StatusCode) -> Self {
+        self.with_range(status.as_u16(), status.as_u16())
+    }
+
+    /// Whether the set holds this status.
+    pub fn contains(&self, status: StatusCode) -> bool {
+        let code = status.as_u16();
+        if !(100..640).contains(&code) {
+            return false;
+        }
+        let i = (code - 100) as usize;
+        self.bits[i / 64] & (1 << (i % 64)) != 0
+    }
+
+    /// Parse entries such as `"5xx"`, `"429"`, `"500-504"`.
+    pub fn parse<'a>(entries: impl IntoIterator<Item = &'a str>) -> Result<Self, ConfigError> {
+        let mut set = StatusSet::empty();
+        for entry in entries {
+            let e = entry.trim();
+            let bad =
+                || ConfigError::new(format!("bad status entry {entry:?}: expected \"5xx\", \"429\" or \"500-504\""));
+            let code = |s: &str| s.trim().parse::<u16>().ok().filter(|c| (100..=599).contains(c)).ok_or_else(bad);
+            if let Some(class) = e.strip_suffix("xx").or_else(|| e.strip_suffix("XX")) {
+                let digit: u16 = class.parse().ok().filter(|d| (1..=5).contains(d)).ok_or_else(bad)?;
+                set = set.with_range(digit * 100, digit * 100 + 99);
+            } else if let Some((from, to)) = e.split_once('-') {
+                let (from, to) = (code(from)?, code(to)?);
+                if from > to {
+                    return Err(bad());
+                }
+                set = set.with_range(from, to);
+            } else {
+                let c = code(e)?;
+                set = set.with_range(c, c);
+            }
+        }
+        Ok(set)
+    }
+}
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl fmt::Debug for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let codes: Vec<u16> = (100..640).filter(|&c| StatusCode::from_u16(c).is_ok_and(|s| self.contains(s))).collect();
+        f.debug_tuple("StatusSet").field(&codes).finish()
+    }
+}
+
+impl<'de> Deserialize<'de> for StatusSet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let entries: Vec<String> = Vec::deserialize(d)?;
+        StatusSet::parse(entries.iter().map(String::as_str)).map_err(serde::de::Error::custom)
+    }
+}
+
+/// An invalid breaker configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid circuit breaker configuration: {0}")]
+pub struct ConfigError(String);
+
+impl ConfigError {
+    pub(crate) fn new(message: String) -> Self {
+        ConfigError(message)
+    }
+}
+
+/// Durations in configuration: `"250ms"`, `"2s"`, `"1.5s"`, `"1m"`, `"1h"`, or a number of
+/// milliseconds.
+mod serde_duration {
+    use std::time::Duration;
+
+    use serde::{de, Deserialize, Deserializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Millis(u64),
+        Text(String),
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match Raw::deserialize(d)? {
+            Raw::Millis(ms) => Ok(Duration::from_millis(ms)),
+            Raw::Text(text) => parse(&text).ok_or_else(|| {
+                de::Error::custom(format!("bad duration {text:?}: expected e.g. \"250ms\", \"2s\", \"1m\", \"1h\""))
+            }),
+        }
+    }
+
+    pub(super) fn parse(text: &str) -> Option<Duration> {
+        let text = text.trim();
+        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+        let (number, unit) = text.split_at(split);
+        let value: f64 = number.parse().ok()?;
+        let secs = match unit.trim() {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" | "min" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return None,
+        };
+        Duration::try_from_secs_f64(secs).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_section_overrides_only_what_it_names() {
+        let cfg: BreakerConfig = toml::from_str(
+            r#"
+            failure_rate_threshold = 25.0
+            slow_call_duration = "250ms"
+            sliding_window_type = "time_based"
+            sliding_window_size = 10
+            wait_in_open = 1500
+            backoff = { kind = "exponential", max_wait = "1m" }
+            failure_statuses = ["5xx", "429"]
+            ignored_statuses = ["501-502"]
+            cancelled = "ignored"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(cfg.failure_rate_threshold, 25.0);
+        assert_eq!(cfg.slow_call_rate_threshold, 100.0);
+        assert_eq!(cfg.slow_call_duration, Duration::from_millis(250));
+        assert_eq!(cfg.sliding_window_type, WindowType::TimeBased);
+        assert_eq!(cfg.wait_in_open, Duration::from_millis(1500));
+        assert_eq!(
+            cfg.backoff,
+            Backoff::Exponential { multiplier: 2.0, max_wait: Duration::from_secs(60), jitter: 0.5 }
+        );
+        assert_eq!(cfg.classify_status(StatusCode::TOO_MANY_REQUESTS), CallOutcome::Failure);
+        assert_eq!(cfg.classify_status(StatusCode::BAD_GATEWAY), CallOutcome::Ignored);
+        assert_eq!(cfg.classify_status(StatusCode::NOT_FOUND), CallOutcome::Success);
+        assert_eq!(cfg.cancelled, CancelledAs::Ignored);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn default_rule_fails_5xx_and_passes_4xx() {
+        let cfg = BreakerConfig::default();
+        assert_eq!(cfg.classify_status(StatusCode::INTERNAL_SERVER_ERROR), CallOutcome::Failure);
+        assert_eq!(cfg.classify_status(StatusCode::GATEWAY_TIMEOUT), CallOutcome::Failure);
+        assert_eq!(cfg.classify_status(StatusCode::BAD_REQUEST), CallOutcome::Success);
+        assert_eq!(cfg.classify_status(StatusCode::OK), CallOutcome::Success);
+    }
+
+    #[test]
+    fn invalid_values_are_refused_with_the_field_named() {
+        let err = BreakerConfig::default().failure_rate_threshold(0.0).validate().unwrap_err();
+        assert!(err.to_string().contains("failure_rate_threshold"), "{err}");
+        let err = BreakerConfig::default().permitted_calls_in_half_open(0).validate().unwrap_err();
+        assert!(err.to_string().contains("permitted_calls_in_half_open"), "{err}");
+        let err = BreakerConfig::default()
+            .backoff(Backoff::Exponential { multiplier: 0.5, max_wait: Duration::from_secs(600), jitter: 0.0 })
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("multiplier"), "{err}");
+        assert!(toml::from_str::<BreakerConfig>("failure_statuses = [\"6xx\"]").is_err());
+        assert!(toml::from_str::<BreakerConfig>("slow_call_duration = \"fast\"").is_err());
+        assert!(toml::from_str::<BreakerConfig>("no_such_field = 1").is_err());
+    }
+
+    #[test]
+    fn exponential_wait_grows_caps_and_jitters_within_bounds() {
+        let cfg = BreakerConfig::default().wait_in_open(Duration::from_secs(1)).backoff(Backoff::Exponential {
+            multiplier: 2.0,
+            max_wait: Duration::from_secs(10),
+            jitter: 0.5,
+        });
+        assert_eq!(cfg.open_wait(0, 0.5), Duration::from_secs(1));
+        assert_eq!(cfg.open_wait(3, 0.5), Duration::from_secs(8));
+        assert_eq!(cfg.open_wait(10, 0.5), Duration::from_secs(10));
+        assert_eq!(cfg.open_wait(2, 0.0), Duration::from_secs(2));
+        assert_eq!(cfg.open_wait(2, 1.0), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn duration_text_forms() {
+        assert_eq!(serde_duration::parse("1.5s"), Some(Duration::from_millis(1500)));
+        assert_eq!(serde_duration::parse("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(serde_duration::parse("10"), None);
+    }
+}
