@@ -1,0 +1,782 @@
+//! The engine: one task per user, each owning one HTTP/1.1 keep-alive connection.
+//!
+//! Counting (so that `requests_total` can be matched against a server's own count):
+//! - a request is *sent* when it is handed to its connection (`try_send_request`); when the
+//!   connection gives it back unwritten (it closed first), it is counted `unsent` and not sent;
+//! - a request belongs to the warm-up or to the measured window by the instant it was sent;
+//! - at the end no request is sent any more; answers to requests still in flight are awaited for
+//!   the grace period, and those still unanswered then are counted `in_flight_at_end`: they
+//!   stay in `requests` and `requests_total` (they were sent), but in no latency and no error.
+//!
+//! Latency (coordinated omission): with `--pacing schedule` (the default open model) each user
+//! has its own schedule of due times, one exponential think time apart, kept whatever the answer
+//! times are; a request sent late because the previous answer was slow has its latency counted
+//! from its due time, not from when it could finally be sent (intended-start accounting, as in
+//! wrk2, rather than HdrHistogram's `record_correct` back-filling). Closed-loop stress (think 0)
+//! and `--pacing response` count from the send, having no schedule to be late against.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http::header::{CONNECTION, HOST};
+use http::{HeaderName, HeaderValue, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{Connection, SendRequest};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::net::TcpStream;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout, Instant};
+
+use crate::cli::Pacing;
+use crate::mix::Mix;
+
+/// Largest latency the histogram holds: one hour, in microseconds.
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+/// Histograms are sharded by user so that recording rarely waits on a lock.
+const HISTOGRAM_SHARDS: usize = 32;
+const CONNECT_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const CONNECT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Where the users send their requests.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub(crate) addr: SocketAddr,
+    /// The `Host` header: the base URL's authority.
+    pub(crate) host: HeaderValue,
+    /// The base URL's path, without a trailing slash, put before every request path.
+    pub(crate) prefix: String,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/prefix]` and resolves the host once.
+    pub(crate) async fn resolve(base_url: &str) -> Result<Self, String> {
+        let uri: Uri = base_url.parse().map_err(|e| format!("bad base URL {base_url:?}: {e}"))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some(other) => return Err(format!("scheme {other}: only http:// is supported")),
+            None => return Err(format!("base URL {base_url:?} needs http://")),
+        }
+        let authority = uri.authority().ok_or_else(|| format!("base URL {base_url:?} has no host"))?;
+        let port = authority.port_u16().unwrap_or(80);
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let addr = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("cannot resolve {host}: {e}"))?
+            .next()
+            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        Ok(Target {
+            addr,
+            host: HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?,
+            prefix: uri.path().trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+/// How the users behave.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) users: usize,
+    /// Mean think time; zero is the closed-loop stress mode.
+    pub(crate) think: Duration,
+    pub(crate) pacing: Pacing,
+    pub(crate) warmup: Duration,
+    pub(crate) duration: Duration,
+    pub(crate) ramp: Duration,
+    pub(crate) timeout: Duration,
+    pub(crate) grace: Duration,
+    pub(crate) mix: Mix,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    /// When set, each user sends this header with `user-<n>`.
+    pub(crate) client_id_header: Option<HeaderName>,
+    pub(crate) seed: u64,
+    /// Progress line interval on stderr; zero for none.
+    pub(crate) progress: Duration,
+}
+
+/// What is counted, per phase (warm-up or measured window).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Event {
+    /// Handed to the connection.
+    Sent,
+    /// Handed to the connection but given back unwritten: not a sent request.
+    Unsent,
+    /// Answered (any status), body read to the end.
+    Answered,
+    Status2xx,
+    Status3xx,
+    /// Every 4xx, 429 included.
+    Status4xx,
+    Status429,
+    /// Every 5xx, 503 included.
+    Status5xx,
+    Status503,
+    /// A connection could not be opened (refused, timed out), or gave back the same request twice.
+    ConnectError,
+    /// No full answer within `--timeout`.
+    Timeout,
+    /// The connection failed while the request was out (reset, closed, unparsable answer).
+    IoError,
+    /// Still unanswered when the grace period after the end ran out.
+    InFlightAtEnd,
+    /// `X-Cache: HIT…` or `STALE…` (answered from the cache).
+    CacheHit,
+    /// `X-Cache: MISS…`.
+    CacheMiss,
+    /// Any other `X-Cache` value (BYPASS, EXPIRED, …).
+    CacheOther,
+}
+
+const EVENT_COUNT: usize = Event::CacheOther as usize + 1;
+
+/// Live counters of one phase.
+#[derive(Debug)]
+struct Counters([AtomicU64; EVENT_COUNT]);
+
+impl Counters {
+    fn new() -> Self {
+        Counters(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+    fn add(&self, event: Event) {
+        self.0[event as usize].fetch_add(1, Ordering::Relaxed);
+    }
+    fn tally(&self) -> Tally {
+        Tally(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
+    }
+}
+
+/// A snapshot of one phase's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Tally([u64; EVENT_COUNT]);
+
+impl Tally {
+    pub(crate) fn get(&self, event: Event) -> u64 {
+        self.0[event as usize]
+    }
+    /// Requests really sent: handed to a connection and not given back.
+    pub(crate) fn requests(&self) -> u64 {
+        self.get(Event::Sent) - self.get(Event::Unsent)
+    }
+    pub(crate) fn plus(&self, other: &Tally) -> Tally {
+        Tally(std::array::from_fn(|i| self.0[i] + other.0[i]))
+    }
+    pub(crate) fn errors(&self) -> u64 {
+        self.get(Event::ConnectError)
+            + self.get(Event::Timeout)
+            + self.get(Event::IoError)
+            + self.get(Event::Status4xx)
+            + self.get(Event::Status5xx)
+    }
+}
+
+/// The phase boundaries, fixed at the start.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    start: Instant,
+    measure_start: Instant,
+    end: Instant,
+    /// End of the grace period: in-flight requests are given up.
+    hard_stop: Instant,
+}
+
+/// State shared by all users.
+#[derive(Debug)]
+struct Shared {
+    warmup: Counters,
+    window: Counters,
+    histograms: Vec<Mutex<Histogram<u64>>>,
+    connections_opened: AtomicU64,
+    connections_open: AtomicU64,
+    connections_peak: AtomicU64,
+}
+
+impl Shared {
+    fn phase(&self, at: Instant, clock: &Clock) -> &Counters {
+        if at < clock.measure_start {
+            &self.warmup
+        } else {
+            &self.window
+        }
+    }
+
+    fn connection_opened(&self) {
+        self.connections_opened.fetch_add(1, Ordering::Relaxed);
+        let open = self.connections_open.fetch_add(1, Ordering::Relaxed) + 1;
+        self.connections_peak.fetch_max(open, Ordering::Relaxed);
+    }
+
+    fn connection_closed(&self) {
+        self.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub(crate) warmup: Tally,
+    pub(crate) window: Tally,
+    /// Latencies (µs) of the requests sent in the measured window and answered.
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) connections_opened: u64,
+    pub(crate) connections_peak: u64,
+    /// From the first user's start to the last user's exit.
+    pub(crate) elapsed: Duration,
+}
+
+impl Outcome {
+    /// Every request sent, warm-up included.
+    pub(crate) fn requests_total(&self) -> u64 {
+        self.warmup.requests() + self.window.requests()
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("valid histogram bounds")
+}
+
+/// Runs the users for warm-up + duration, then waits out the grace period.
+pub(crate) async fn run(config: Arc<Config>, target: Arc<Target>) -> Outcome {
+    let start = Instant::now();
+    let measure_start = start + config.warmup;
+    let end = measure_start + config.duration;
+    let clock = Clock { start, measure_start, end, hard_stop: end + config.grace };
+    let shared = Arc::new(Shared {
+        warmup: Counters::new(),
+        window: Counters::new(),
+        histograms: (0..HISTOGRAM_SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
+        connections_opened: AtomicU64::new(0),
+        connections_open: AtomicU64::new(0),
+        connections_peak: AtomicU64::new(0),
+    });
+
+    let progress =
+        (!config.progress.is_zero()).then(|| tokio::spawn(report_progress(shared.clone(), clock, config.progress)));
+    let mut users = JoinSet::new();
+    for index in 0..config.users {
+        users.spawn(user(index, config.clone(), target.clone(), shared.clone(), clock));
+    }
+    while let Some(joined) = users.join_next().await {
+        if let Err(error) = joined {
+            eprintln!("a user task failed: {error}");
+        }
+    }
+    if let Some(progress) = progress {
+        progress.abort();
+    }
+
+    let mut latency_us = new_histogram();
+    for shard in &shared.histograms {
+        let shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        latency_us.add(&*shard).expect("histograms with equal bounds add up");
+    }
+    Outcome {
+        warmup: shared.warmup.tally(),
+        window: shared.window.tally(),
+        latency_us,
+        connections_opened: shared.connections_opened.load(Ordering::Relaxed),
+        connections_peak: shared.connections_peak.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+    }
+}
+
+/// Prints one line per interval: phase, open connections, request and answer rates, errors.
+async fn report_progress(shared: Arc<Shared>, clock: Clock, every: Duration) {
+    let mut last = Tally::default();
+    let mut ticker = tokio::time::interval_at(clock.start + every, every);
+    loop {
+        let now = ticker.tick().await;
+        let total = shared.warmup.tally().plus(&shared.window.tally());
+        let rate = |event: Event| (total.get(event) - last.get(event)) as f64 / every.as_secs_f64();
+        let phase = if now < clock.measure_start {
+            "warm-up"
+        } else if now < clock.end {
+            "measure"
+        } else {
+            "grace"
+        };
+        eprintln!(
+            "[{:>6.1}s] {phase:<7} connections {:>6}  sent/s {:>8.0}  answered/s {:>8.0}  errors {}",
+            (now - clock.start).as_secs_f64(),
+            shared.connections_open.load(Ordering::Relaxed),
+            rate(Event::Sent) - rate(Event::Unsent),
+            rate(Event::Answered),
+            total.errors(),
+        );
+        last = total;
+    }
+}
+
+/// One user's HTTP/1.1 connection; the connection future is driven by the user's own task.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    driver: Connection<TokioIo<TcpStream>, Full<Bytes>>,
+    /// The connection future has completed: the connection is gone.
+    closed: bool,
+}
+
+/// How one request ended.
+enum Exchange {
+    Answered {
+        status: u16,
+        cache: Option<Event>,
+        keep_alive: bool,
+    },
+    /// The connection closed before the request was written.
+    Unsent,
+    Failed,
+    DeadlinePassed,
+}
+
+async fn connect(target: &Target) -> Result<Conn, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = TcpStream::connect(target.addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    Ok(Conn { sender, driver, closed: false })
+}
+
+fn cache_event(value: &HeaderValue) -> Event {
+    let value = value.as_bytes();
+    let starts = |prefix: &[u8]| value.len() >= prefix.len() && value[..prefix.len()].eq_ignore_ascii_case(prefix);
+    if starts(b"HIT") || starts(b"STALE") {
+        Event::CacheHit
+    } else if starts(b"MISS") {
+        Event::CacheMiss
+    } else {
+        Event::CacheOther
+    }
+}
+
+impl Conn {
+    /// Waits until `until` while watching the idle connection; false when it closed meanwhile.
+    async fn idle_until(&mut self, until: Instant) -> bool {
+        if self.closed || self.sender.is_closed() {
+            return false;
+        }
+        tokio::select! {
+            _ = sleep_until(until) => true,
+            _ = &mut self.driver => {
+                self.closed = true;
+                false
+            }
+        }
+    }
+
+    /// Sends one request and reads its answer to the end, or gives up at `deadline`.
+    async fn exchange(&mut self, request: Request<Full<Bytes>>, deadline: Instant) -> Exchange {
+        let response = self.sender.try_send_request(request);
+        let answer = async move {
+            let response = match response.await {
+                Ok(response) => response,
+                Err(mut error) => {
+                    return if error.take_message().is_some() { Exchange::Unsent } else { Exchange::Failed }
+                }
+            };
+            let status = response.status().as_u16();
+            let cache = response.headers().get("x-cache").map(cache_event);
+            let keep_alive = !response
+                .headers()
+                .get(CONNECTION)
+                .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"close"));
+            let mut body = response.into_body();
+            while let Some(frame) = body.frame().await {
+                if frame.is_err() {
+                    return Exchange::Failed;
+                }
+            }
+            Exchange::Answered { status, cache, keep_alive }
+        };
+        tokio::pin!(answer);
+        let expiry = sleep_until(deadline);
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                biased;
+                outcome = &mut answer => return outcome,
+                _ = &mut self.driver, if !self.closed => self.closed = true,
+                _ = &mut expiry => return Exchange::DeadlinePassed,
+            }
+        }
+    }
+}
+
+/// Draws an exponentially distributed think time of the given mean.
+fn think_time<R: Rng + ?Sized>(rng: &mut R, mean: Duration) -> Duration {
+    let uniform: f64 = rng.random();
+    mean.mul_f64(-(1.0 - uniform).ln())
+}
+
+/// Builds the next request of a user from the mix.
+fn next_request(
+    config: &Config,
+    target: &Target,
+    rng: &mut SmallRng,
+    index: usize,
+    client_id: Option<&(HeaderName, HeaderValue)>,
+) -> Request<Full<Bytes>> {
+    let drawn = config.mix.draw(rng, index);
+    let mut request = Request::new(Full::new(drawn.body));
+    *request.method_mut() = drawn.method;
+    let path_and_query = format!("{}{}", target.prefix, drawn.path);
+    *request.uri_mut() = path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/"));
+    let headers = request.headers_mut();
+    headers.insert(HOST, target.host.clone());
+    for (name, value) in drawn.headers.iter().chain(&config.headers).chain(client_id) {
+        headers.insert(name.clone(), value.clone());
+    }
+    request
+}
+
+/// One user: connect, then request / think until the end.
+async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Arc<Shared>, clock: Clock) {
+    let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
+    let histogram = &shared.histograms[index % HISTOGRAM_SHARDS];
+    let client_id = config.client_id_header.as_ref().map(|name| {
+        (name.clone(), HeaderValue::from_str(&format!("user-{index}")).expect("digits make a valid header value"))
+    });
+    let closed_loop = config.think.is_zero();
+    let start = clock.start + config.ramp.mul_f64(index as f64 / config.users as f64);
+    let mut due = start;
+    let mut conn: Option<Conn> = None;
+    let mut backoff = CONNECT_BACKOFF_MIN;
+    let mut retrying_unsent = false;
+    let drop_conn = |conn: &mut Option<Conn>| {
+        if conn.take().is_some() {
+            shared.connection_closed();
+        }
+    };
+
+    loop {
+        let still_open = match conn.as_mut() {
+            Some(open) => open.idle_until(due).await,
+            None => {
+                sleep_until(due).await;
+                true
+            }
+        };
+        if !still_open {
+            drop_conn(&mut conn);
+        }
+        if Instant::now() >= clock.end {
+            break;
+        }
+        if conn.is_none() {
+            let attempt = Instant::now();
+            match timeout(config.timeout, connect(&target)).await {
+                Ok(Ok(opened)) => {
+                    shared.connection_opened();
+                    conn = Some(opened);
+                    backoff = CONNECT_BACKOFF_MIN;
+                }
+                _ => {
+                    // The due request is dropped; the schedule restarts after a jittered back-off,
+                    // so that a refusing server is not hammered and no burst follows its return.
+                    shared.phase(attempt, &clock).add(Event::ConnectError);
+                    let pause = backoff.mul_f64(rng.random_range(0.5..1.5));
+                    backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
+                    retrying_unsent = false;
+                    due = Instant::now() + pause;
+                    continue;
+                }
+            }
+        }
+        let open = conn.as_mut().expect("connected above");
+        let request = next_request(&config, &target, &mut rng, index, client_id.as_ref());
+        let sent_at = Instant::now();
+        if sent_at >= clock.end {
+            break;
+        }
+        let phase = shared.phase(sent_at, &clock);
+        phase.add(Event::Sent);
+        let timeout_at = sent_at + config.timeout;
+        match open.exchange(request, timeout_at.min(clock.hard_stop)).await {
+            Exchange::Answered { status, cache, keep_alive } => {
+                let answered_at = Instant::now();
+                phase.add(Event::Answered);
+                phase.add(match status {
+                    200..=299 => Event::Status2xx,
+                    300..=399 => Event::Status3xx,
+                    400..=499 => Event::Status4xx,
+                    _ => Event::Status5xx,
+                });
+                match status {
+                    429 => phase.add(Event::Status429),
+                    503 => phase.add(Event::Status503),
+                    _ => {}
+                }
+                if let Some(cache) = cache {
+                    phase.add(cache);
+                }
+                if sent_at >= clock.measure_start {
+                    let from =
+                        if config.pacing == Pacing::Schedule && !closed_loop { due.min(sent_at) } else { sent_at };
+                    let micros = u64::try_from(answered_at.duration_since(from).as_micros()).unwrap_or(u64::MAX);
+                    let mut histogram = histogram.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    histogram.saturating_record(micros.clamp(1, LATENCY_MAX_US));
+                }
+                if !keep_alive {
+                    drop_conn(&mut conn);
+                }
+            }
+            Exchange::Unsent => {
+                phase.add(Event::Unsent);
+                drop_conn(&mut conn);
+                // Most likely the server closed the idle connection just now: send the same due
+                // request once more on a fresh connection.
+                if !retrying_unsent {
+                    retrying_unsent = true;
+                    continue;
+                }
+                phase.add(Event::ConnectError);
+            }
+            Exchange::Failed => {
+                phase.add(Event::IoError);
+                drop_conn(&mut conn);
+            }
+            Exchange::DeadlinePassed => {
+                phase.add(if timeout_at <= clock.hard_stop { Event::Timeout } else { Event::InFlightAtEnd });
+                drop_conn(&mut conn);
+            }
+        }
+        retrying_unsent = false;
+        due = if closed_loop {
+            Instant::now()
+        } else {
+            match config.pacing {
+                Pacing::Schedule => due + think_time(&mut rng, config.think),
+                Pacing::AfterResponse => Instant::now() + think_time(&mut rng, config.think),
+            }
+        };
+    }
+    drop_conn(&mut conn);
+}
+
+/// Reads the server's `/metrics` and adds up its request counter, leaving out the series of the
+/// `/metrics` route itself (so that reading it does not change the count being compared).
+pub(crate) async fn server_request_count(target: &Target, metric: &str, limit: Duration) -> Result<u64, String> {
+    let fetch = async {
+        let mut conn = connect(target).await.map_err(|e| format!("cannot connect: {e}"))?;
+        let request = Request::get(format!("{}/metrics", target.prefix))
+            .header(HOST, target.host.clone())
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let response = conn.sender.send_request(request);
+        let driver = async {
+            let _ = (&mut conn.driver).await;
+            // Keep the answer's future alive after the connection is done with it.
+            std::future::pending::<()>().await
+        };
+        let body = tokio::select! {
+            response = async {
+                let response = response.await.map_err(|e| e.to_string())?;
+                if !response.status().is_success() {
+                    return Err(format!("GET /metrics answered {}", response.status()));
+                }
+                response.into_body().collect().await.map(|body| body.to_bytes()).map_err(|e| e.to_string())
+            } => response?,
+            _ = driver => unreachable!("the driver future never completes"),
+        };
+        Ok::<_, String>(body)
+    };
+    let body = timeout(limit, fetch).await.map_err(|_| "GET /metrics timed out".to_owned())??;
+    let text = String::from_utf8_lossy(&body);
+    sum_counter(&text, metric).ok_or_else(|| format!("/metrics has no {metric} series"))
+}
+
+/// Adds up the samples of `metric` in a Prometheus text exposition, skipping `/metrics` series.
+pub(crate) fn sum_counter(text: &str, metric: &str) -> Option<u64> {
+    let mut total = None;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(metric) else { continue };
+        let value = if let Some(labelled) = rest.strip_prefix('{') {
+            let Some(close) = labelled.rfind('}') else { continue };
+            if labelled[..close].contains("\"/metrics\"") {
+                total.get_or_insert(0);
+                continue;
+            }
+            &labelled[close + 1..]
+        } else if rest.starts_with(' ') {
+            rest
+        } else {
+            continue; // another metric whose name starts alike
+        };
+        if let Some(Ok(count)) = value.split_whitespace().next().map(str::parse::<f64>) {
+            *total.get_or_insert(0) += count as u64;
+        }
+    }
+    total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mix::{Defaults, Mix};
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use axum::Router;
+
+    /// Requests the server saw arrive, by a middleware before any handler.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<AtomicU64>);
+
+    /// A server counting every request that arrives; `/items/{id}` answers after `delay(id)`,
+    /// with a status and an `X-Cache` header that depend on the id.
+    async fn counting_server(delay: fn(u64) -> Duration) -> (SocketAddr, Seen) {
+        let seen = Seen::default();
+        let app = Router::new()
+            .route(
+                "/items/{id}",
+                get(move |Path(id): Path<u64>| async move {
+                    tokio::time::sleep(delay(id)).await;
+                    let status = match id % 10 {
+                        7 => StatusCode::TOO_MANY_REQUESTS,
+                        8 => StatusCode::SERVICE_UNAVAILABLE,
+                        _ => StatusCode::OK,
+                    };
+                    (status, [("x-cache", if id % 2 == 0 { "HIT" } else { "MISS" })], "item").into_response()
+                })
+                .put(|| async { "stored" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                seen.clone(),
+                |axum::extract::State(seen): axum::extract::State<Seen>,
+                 request: axum::extract::Request,
+                 next: axum::middleware::Next| async move {
+                    seen.0.fetch_add(1, Ordering::SeqCst);
+                    next.run(request).await
+                },
+            ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (addr, seen)
+    }
+
+    fn config(users: usize, think: Duration, mix: &str) -> Config {
+        Config {
+            users,
+            think,
+            pacing: Pacing::Schedule,
+            warmup: Duration::from_millis(500),
+            duration: Duration::from_millis(1500),
+            ramp: Duration::from_millis(300),
+            timeout: Duration::from_secs(5),
+            grace: Duration::from_millis(500),
+            mix: Mix::parse(mix, false, Defaults { ids: 100, zipf: 1.0 }).unwrap(),
+            headers: Vec::new(),
+            client_id_header: None,
+            seed: 5,
+            progress: Duration::ZERO,
+        }
+    }
+
+    fn target(addr: SocketAddr) -> Arc<Target> {
+        Arc::new(Target { addr, host: HeaderValue::from_static("test"), prefix: String::new() })
+    }
+
+    const ITEMS_AND_PUTS: &str = r#"
+        [[request]]
+        weight = 9
+        path = "/items/{id}"
+        [[request]]
+        weight = 1
+        method = "PUT"
+        path = "/items/{id}"
+        body = "{}"
+    "#;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_sent_request_is_counted_and_matches_the_server_count() {
+        let (addr, seen) = counting_server(|_| Duration::ZERO).await;
+        let outcome = run(Arc::new(config(50, Duration::from_millis(20), ITEMS_AND_PUTS)), target(addr)).await;
+
+        let total = outcome.requests_total();
+        assert_eq!(total, seen.0.load(Ordering::SeqCst), "requests_total must equal the server's count");
+        assert!(outcome.warmup.requests() > 100 && outcome.window.requests() > 500, "{outcome:?}");
+        let window = outcome.window;
+        assert_eq!(window.get(Event::InFlightAtEnd), 0);
+        assert_eq!(window.get(Event::Answered), window.requests());
+        assert_eq!(window.get(Event::Timeout) + window.get(Event::IoError) + window.get(Event::ConnectError), 0);
+        assert_eq!(outcome.latency_us.len(), window.get(Event::Answered));
+        assert!(window.get(Event::Status429) > 0 && window.get(Event::Status503) > 0);
+        assert_eq!(window.get(Event::Status4xx), window.get(Event::Status429));
+        assert_eq!(window.get(Event::Status5xx), window.get(Event::Status503));
+        assert!(window.get(Event::CacheHit) > 0 && window.get(Event::CacheMiss) > 0);
+        assert_eq!(outcome.connections_opened, 50, "one keep-alive connection per user");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn closed_loop_stress_keeps_one_connection_per_user() {
+        let (addr, seen) = counting_server(|_| Duration::ZERO).await;
+        let outcome = run(Arc::new(config(20, Duration::ZERO, ITEMS_AND_PUTS)), target(addr)).await;
+        assert_eq!(outcome.requests_total(), seen.0.load(Ordering::SeqCst));
+        assert!(outcome.window.requests() > 1000, "{outcome:?}");
+        assert_eq!(outcome.connections_opened, 20);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unanswered_requests_at_the_end_are_counted_apart_and_slow_ones_time_out() {
+        // Id 1 answers after 3 s: sent during the run it times out (timeout 300 ms); the ones
+        // sent less than 300 ms before the end are still out when the 100 ms grace runs out.
+        let (addr, seen) = counting_server(|id| if id == 1 { Duration::from_secs(3) } else { Duration::ZERO }).await;
+        let mut config = config(
+            40,
+            Duration::from_millis(50),
+            r#"[[request]]
+            path = "/items/{id}"
+            id = { min = 1, max = 1 }"#,
+        );
+        config.timeout = Duration::from_millis(300);
+        config.grace = Duration::from_millis(100);
+        let outcome = run(Arc::new(config), target(addr)).await;
+
+        assert_eq!(outcome.requests_total(), seen.0.load(Ordering::SeqCst));
+        let window = outcome.window;
+        assert!(window.get(Event::Timeout) > 0, "{window:?}");
+        assert!(window.get(Event::InFlightAtEnd) > 0, "{window:?}");
+        assert_eq!(window.get(Event::Answered), 0);
+        assert_eq!(window.requests(), window.get(Event::Timeout) + window.get(Event::InFlightAtEnd));
+        assert!(outcome.connections_opened > 40, "timed-out connections are replaced");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connection_failures_are_counted_as_connect_errors() {
+        // Bind then drop a listener: its port now refuses connections.
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let mut config = config(5, Duration::from_millis(10), ITEMS_AND_PUTS);
+        config.warmup = Duration::ZERO;
+        config.duration = Duration::from_millis(500);
+        let outcome = run(Arc::new(config), target(addr)).await;
+        assert_eq!(outcome.requests_total(), 0);
+        assert!(outcome.window.get(Event::ConnectError) >= 5, "{:?}", outcome.window);
+    }
+
+    #[test]
+    fn server_counts_add_up_without_the_metrics_route() {
+        let text = "\
+# HELP http_server_request_duration_seconds Duration
+# TYPE http_server_request_duration_seconds histogram
+http_server_request_duration_seconds_bucket{http_route=\"/items/{id}\",le=\"0.005\"} 10
+http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/items/{id}\"} 1200
+http_server_request_duration_seconds_count{http_request_method=\"PUT\",http_route=\"/items/{id}\"} 30
+http_server_request_duration_seconds_count{http_request_method=\"GET\",http_route=\"/metrics\"} 4
+http_server_request_duration_seconds_count_other 99
+";
+        assert_eq!(sum_counter(text, "http_server_request_duration_seconds_count"), Some(1230));
+        assert_eq!(sum_counter("nothing 1\n", "http_server_request_duration_seconds_count"), None);
+    }
+
+    #[test]
+    fn x_cache_values_are_classified() {
+        assert!(matches!(cache_event(&HeaderValue::from_static("HIT")), Event::CacheHit));
+        assert!(matches!(cache_event(&HeaderValue::from_static("stale")), Event::CacheHit));
+        assert!(matches!(cache_event(&HeaderValue::from_static("MISS")), Event::CacheMiss));
+        assert!(matches!(cache_event(&HeaderValue::from_static("BYPASS")), Event::CacheOther));
+    }
+}
