@@ -169,6 +169,7 @@ struct DbShared<DB: Database> {
     metrics: PoolMetrics,
     health: HealthTracker,
     opened: Arc<AtomicU64>,
+    in_use: Arc<AtomicU64>,
     acquisitions: AtomicU64,
 }
 
@@ -228,6 +229,7 @@ impl<DB: Database> DbPoolBuilder<DB> {
             health: HealthTracker::new(config.health.clone()),
             config,
             opened,
+            in_use: Arc::new(AtomicU64::new(0)),
             acquisitions: AtomicU64::new(0),
         });
         shared.metrics.register_gauges(&meter, &shared);
@@ -264,7 +266,8 @@ impl<DB: Database> DbPool<DB> {
             Ok(conn) => {
                 s.acquisitions.fetch_add(1, Ordering::Relaxed);
                 s.metrics.acquired(waited);
-                Ok(Db { conn })
+                s.in_use.fetch_add(1, Ordering::Relaxed);
+                Ok(Db { conn, _held: Held(Arc::clone(&s.in_use)) })
             }
             Err(sqlx::Error::PoolTimedOut) if s.pool.size() < s.config.max_connections => {
                 // There was room to open a connection and still none came: the database is slow
@@ -293,8 +296,8 @@ impl<DB: Database> DbPool<DB> {
         PoolRejection::Unavailable { pool: self.shared.config.name.clone(), detail, retry_after: self.retry_after() }
     }
 
-    /// The sqlx pool underneath (queries run on it directly bypass the acquire metrics, but
-    /// still show in the gauges).
+    /// The sqlx pool underneath. Connections used through it directly are not counted in
+    /// `in_use` nor in the acquire metrics: take them with [`DbPool::acquire`] or [`Db`].
     pub fn sqlx(&self) -> &Pool<DB> {
         &self.shared.pool
     }
@@ -338,8 +341,9 @@ impl<DB: Database> DbPool<DB> {
 impl<DB: Database> GaugeSource for DbShared<DB> {
     fn occupancy(&self) -> Occupancy {
         let size = u64::from(self.pool.size());
-        let idle = (self.pool.num_idle() as u64).min(size);
-        Occupancy { size, idle, in_use: size - idle, max: u64::from(self.config.max_connections) }
+        let in_use = self.in_use.load(Ordering::Relaxed);
+        let idle = (self.pool.num_idle() as u64).min(size.saturating_sub(in_use));
+        Occupancy { size, idle, in_use, max: u64::from(self.config.max_connections) }
     }
 
     fn health(&self) -> Health {
@@ -417,10 +421,21 @@ impl<DB: Database> PoolReport for DbPool<DB> {
 /// ```
 pub struct Db<DB: Database = sqlx::Any> {
     conn: PoolConnection<DB>,
+    _held: Held,
+}
+
+/// Counts a connection as in use while a [`Db`] holds it.
+struct Held(Arc<AtomicU64>);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl<DB: Database> Db<DB> {
-    /// The sqlx pool connection (returned to the pool when dropped).
+    /// The sqlx pool connection (returned to the pool when dropped). From here on it no longer
+    /// counts as in use in the pool's figures.
     pub fn into_inner(self) -> PoolConnection<DB> {
         self.conn
     }

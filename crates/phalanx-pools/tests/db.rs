@@ -1,0 +1,285 @@
+//! The Db extractor against SQLite (embedded), `sqlx::Any`, and a real PostgreSQL.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::{routing::get, Router};
+use common::{get as request, unique, Metrics, Proxy};
+use http::{header, StatusCode};
+use opentelemetry::KeyValue;
+use phalanx_core::{
+    names,
+    problem::{types, PROBLEM_JSON},
+    testing::{postgres_url, skip},
+    StatusSource,
+};
+use phalanx_pools::{Db, DbPool, DbPoolConfig, Health, HealthConfig, PoolReport, PoolsStatus};
+use sqlx::{Connection, Postgres};
+
+fn pool_label(name: &str) -> KeyValue {
+    KeyValue::new(names::attr::POOL, name.to_owned())
+}
+
+async fn answer_sqlite(mut db: Db<sqlx::Sqlite>) -> String {
+    let n: i64 = sqlx::query_scalar("SELECT 41 + 1").fetch_one(&mut *db).await.unwrap();
+    n.to_string()
+}
+
+async fn answer_any(mut db: Db) -> String {
+    let n: i64 = sqlx::query_scalar("SELECT 41 + 1").fetch_one(&mut *db).await.unwrap();
+    n.to_string()
+}
+
+async fn answer_pg(mut db: Db<Postgres>) -> String {
+    let n: i32 = sqlx::query_scalar("SELECT 41 + 1").fetch_one(&mut *db).await.unwrap();
+    n.to_string()
+}
+
+fn fast_health() -> HealthConfig {
+    HealthConfig { interval_ms: 50, timeout_ms: 200, unhealthy_after: 2, recover_after: 2, ..HealthConfig::default() }
+}
+
+#[tokio::test]
+async fn sqlite_pool_serves_a_handler_and_records_acquisitions_and_gauges() {
+    let metrics = Metrics::new();
+    let config = DbPoolConfig { name: unique("sqlite"), ..DbPoolConfig::from_url("sqlite::memory:") };
+    let pool = DbPool::<sqlx::Sqlite>::builder(config.clone()).meter(metrics.meter()).build().unwrap();
+    let app = Router::new().route("/", get(answer_sqlite)).with_state(pool.clone());
+    for _ in 0..3 {
+        let (status, _, body, _) = request(&app, "/").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
+    }
+    let label = pool_label(&config.name);
+    assert_eq!(metrics.histogram_count(names::POOL_ACQUIRE_DURATION, &label), 3);
+    assert_eq!(metrics.gauge(names::POOL_UTILIZATION, &label), Some(0.0));
+    assert!(metrics.gauge(names::POOL_SIZE, &label).unwrap() >= 1.0);
+    let report = pool.report();
+    assert_eq!(report["acquisitions"], 3);
+    assert_eq!(report["acquire_wait"]["count"], 3);
+}
+
+#[tokio::test]
+async fn any_pool_runs_the_same_handler_code_on_sqlite() {
+    sqlx::any::install_default_drivers();
+    let pool =
+        DbPool::<sqlx::Any>::new(DbPoolConfig { name: unique("any"), ..DbPoolConfig::from_url("sqlite::memory:") })
+            .unwrap();
+    let app = Router::new().route("/", get(answer_any)).with_state(pool);
+    let (status, _, body, _) = request(&app, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
+}
+
+#[test]
+fn invalid_configuration_fails_at_build_time_with_the_field_named() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let _guard = rt.enter();
+    let bad = DbPoolConfig { min_connections: 5, max_connections: 2, ..DbPoolConfig::from_url("sqlite::memory:") };
+    let err = DbPool::<sqlx::Sqlite>::new(bad).unwrap_err().to_string();
+    assert!(err.contains("min_connections"), "{err}");
+    let bad = DbPoolConfig { acquire_timeout_ms: 0, ..DbPoolConfig::from_url("sqlite::memory:") };
+    assert!(DbPool::<sqlx::Sqlite>::new(bad).unwrap_err().to_string().contains("acquire_timeout_ms"));
+    let parsed: DbPoolConfig =
+        serde_json::from_str(r#"{"max_connections": 8, "health": {"interval_ms": 200}}"#).unwrap();
+    assert_eq!((parsed.max_connections, parsed.min_connections, parsed.health.interval_ms), (8, 2, 200));
+}
+
+/// PostgreSQL when reachable; `None` after reporting the skip.
+async fn postgres(test: &str) -> Option<String> {
+    let url = postgres_url();
+    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url)).await {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            Some(url)
+        }
+        Ok(Err(e)) => {
+            skip(test, e);
+            None
+        }
+        Err(_) => {
+            skip(test, "postgres connect timed out");
+            None
+        }
+    }
+}
+
+/// A PostgreSQL URL whose connections carry `application_name = app`, so a test can find
+/// (and terminate) exactly its own pool's backends on the shared server.
+fn with_application_name(url: &str, app: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={app}")
+}
+
+#[tokio::test]
+async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
+    let Some(url) = postgres("saturated_postgres_pool_answers_503_within_the_acquire_timeout").await else { return };
+    let metrics = Metrics::new();
+    let name = unique("pg_saturated");
+    let config = DbPoolConfig {
+        name: name.clone(),
+        min_connections: 0,
+        max_connections: 3,
+        acquire_timeout_ms: 200,
+        ..DbPoolConfig::from_url(with_application_name(&url, &name))
+    };
+    let pool = DbPool::<Postgres>::builder(config).meter(metrics.meter()).build().unwrap();
+    let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
+    assert_eq!(request(&app, "/").await.0, StatusCode::OK);
+
+    // Hold every connection: the pool is saturated.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    let occupancy = pool.occupancy();
+    assert_eq!((occupancy.in_use, occupancy.size, occupancy.max), (held.len() as u64, 3, 3));
+    assert_eq!(pool.report()["utilization"], 1.0);
+    assert_eq!(metrics.gauge(names::POOL_UTILIZATION, &pool_label(&name)), Some(1.0));
+    assert_eq!(metrics.gauge(names::POOL_IN_USE, &pool_label(&name)), Some(3.0));
+
+    // Concurrent requests all get a fast 503: within the acquire timeout + 10 %.
+    let started = Instant::now();
+    let answers = futures_join(&app, 8).await;
+    let limit = Duration::from_millis(220);
+    for (status, headers, body, took) in answers {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(took <= limit, "503 took {took:?}");
+        assert!(took >= Duration::from_millis(190), "answered before the acquire timeout: {took:?}");
+        assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
+        assert_eq!(headers[header::RETRY_AFTER], "1");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(doc["type"], types::POOL_EXHAUSTED);
+        assert_eq!(doc["pool"], name.as_str());
+    }
+    assert!(started.elapsed() <= limit + Duration::from_millis(50));
+    assert_eq!(pool.timeouts(), 8);
+    assert_eq!(metrics.counter(names::POOL_ACQUIRE_TIMEOUTS, &pool_label(&name)), 8);
+    assert_eq!(pool.health(), Health::Degraded);
+
+    // Released connections serve again at once.
+    drop(held);
+    let (status, _, body, _) = request(&app, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
+}
+
+async fn futures_join(app: &Router, n: usize) -> Vec<(StatusCode, http::HeaderMap, String, Duration)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { request(&app, "/").await })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn terminated_backends_are_replaced_without_a_manual_step() {
+    let Some(url) = postgres("terminated_backends_are_replaced_without_a_manual_step").await else { return };
+    let name = unique("pg_terminated");
+    let config = DbPoolConfig {
+        name: name.clone(),
+        min_connections: 2,
+        max_connections: 4,
+        acquire_timeout_ms: 200,
+        health: fast_health(),
+        ..DbPoolConfig::from_url(with_application_name(&url, &name))
+    };
+    let pool = DbPool::<Postgres>::new(config).unwrap();
+    let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
+    // Open a few connections and leave them idle in the pool.
+    let held: Vec<_> = futures_acquire(&pool, 3).await;
+    drop(held);
+    assert_eq!(request(&app, "/").await.0, StatusCode::OK);
+    let opened_before = pool.connections_opened();
+
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1) t",
+    )
+    .bind(&name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed >= 2, "terminated {killed} backends");
+
+    let started = Instant::now();
+    let mut failures = 0;
+    loop {
+        let (status, _, body, _) = request(&app, "/").await;
+        if status == StatusCode::OK {
+            assert_eq!(body, "42");
+            break;
+        }
+        failures += 1;
+        assert!(started.elapsed() < Duration::from_secs(5), "no recovery after 5 s ({failures} failures)");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(pool.connections_opened() > opened_before, "dead connections were replaced");
+    // Every later request succeeds too: no dead connection is left in the pool.
+    for _ in 0..10 {
+        assert_eq!(request(&app, "/").await.0, StatusCode::OK);
+    }
+    let _ = admin.close().await;
+}
+
+async fn futures_acquire(pool: &DbPool<Postgres>, n: usize) -> Vec<Db<Postgres>> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(pool.acquire().await.unwrap());
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_back() {
+    let Some(url) = postgres("a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_back").await else {
+        return;
+    };
+    // postgres://user@host:port/db → route host:port through a proxy the test can cut.
+    let after_scheme = url.split_once("://").unwrap().1;
+    let authority_start = after_scheme.find('@').map_or(0, |i| i + 1);
+    let authority = after_scheme[authority_start..].split(['/', '?']).next().unwrap();
+    let target = tokio::net::lookup_host(authority).await.unwrap().next().unwrap();
+    let proxy = Proxy::start(target).await;
+    let proxied = url.replacen(authority, &proxy.addr.to_string(), 1);
+    let name = unique("pg_down");
+    let config = DbPoolConfig {
+        name: name.clone(),
+        min_connections: 1,
+        max_connections: 4,
+        acquire_timeout_ms: 200,
+        health: fast_health(),
+        ..DbPoolConfig::from_url(proxied)
+    };
+    let pool = DbPool::<Postgres>::new(config).unwrap();
+    let status = PoolsStatus::new().with(pool.clone());
+    let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
+    assert_eq!(request(&app, "/").await.0, StatusCode::OK);
+
+    proxy.set_up(false);
+    wait_for(|| pool.health() == Health::Unhealthy, "unhealthy").await;
+    let (code, _, body, took) = request(&app, "/").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(took < Duration::from_millis(50), "unhealthy pool should fail fast, took {took:?}");
+    assert!(body.contains(types::DEPENDENCY_UNAVAILABLE), "{body}");
+    assert_eq!(status.targets().iter().find(|t| t.name.ends_with(".health")).unwrap().met, Some(false));
+    assert_eq!(status.report()[&name]["health"]["state"], "unhealthy");
+
+    proxy.set_up(true);
+    wait_for(|| pool.health() == Health::Healthy, "healthy again").await;
+    let (code, _, body, _) = request(&app, "/").await;
+    assert_eq!((code, body.as_str()), (StatusCode::OK, "42"));
+}
+
+async fn wait_for(cond: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not {what} within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,166 @@
+//! The Redis extractor against a real Redis: the shared one for plain use, a private
+//! redis-server for kills and restarts.
+
+mod common;
+
+use std::{
+    io::{Read, Write},
+    time::{Duration, Instant},
+};
+
+use axum::{routing::get, Router};
+use common::{get as request, unique, Metrics};
+use fred::interfaces::{ClientLike, KeysInterface};
+use http::StatusCode;
+use opentelemetry::KeyValue;
+use phalanx_core::{
+    names,
+    problem::types,
+    testing::{redis_url, skip, unique_prefix, RedisServer},
+};
+use phalanx_pools::{Health, HealthConfig, PoolReport, Redis, RedisPool, RedisPoolConfig, POOL_COMMAND_DURATION};
+
+fn fast_health() -> HealthConfig {
+    HealthConfig { interval_ms: 50, timeout_ms: 200, unhealthy_after: 2, recover_after: 2, ..HealthConfig::default() }
+}
+
+fn config(name: &str, url: String) -> RedisPoolConfig {
+    RedisPoolConfig {
+        name: unique(name),
+        pool_size: 2,
+        command_timeout_ms: 500,
+        reconnect_max_delay_ms: 200,
+        health: fast_health(),
+        ..RedisPoolConfig::from_url(url)
+    }
+}
+
+async fn wait_for(cond: impl Fn() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(Instant::now() < deadline, "not {what} within 5 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ready(pool: &RedisPool, test: &str) -> bool {
+    if tokio::time::timeout(Duration::from_secs(3), pool.fred().wait_for_connect()).await.is_err() {
+        skip(test, format!("no redis at {}", pool.config().url));
+        return false;
+    }
+    true
+}
+
+async fn ping(redis: &Redis) -> bool {
+    redis.run(|c| async move { c.ping::<String>(None).await }).await.is_ok()
+}
+
+#[tokio::test]
+async fn redis_extractor_runs_bounded_commands_and_records_their_latency() {
+    let metrics = Metrics::new();
+    let config = config("redis_plain", redis_url());
+    let pool = RedisPool::builder(config.clone()).meter(metrics.meter()).build().unwrap();
+    if !ready(&pool, "redis_extractor_runs_bounded_commands_and_records_their_latency").await {
+        return;
+    }
+    let key = unique_prefix("pools-visits");
+    let app = Router::new()
+        .route(
+            "/",
+            get(move |redis: Redis| async move {
+                let key = key.clone();
+                redis.run(|c| async move { c.incr::<i64, _>(&key).await }).await.unwrap().to_string()
+            }),
+        )
+        .with_state(pool.clone());
+    for expected in ["1", "2", "3"] {
+        let (status, _, body, _) = request(&app, "/").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, expected));
+    }
+    let label = KeyValue::new(names::attr::POOL, config.name.clone());
+    assert_eq!(metrics.histogram_count(POOL_COMMAND_DURATION, &label), 3);
+    assert_eq!(metrics.histogram_count(names::POOL_ACQUIRE_DURATION, &label), 3);
+    assert_eq!(metrics.gauge(names::POOL_SIZE, &label), Some(2.0));
+    let report = pool.report();
+    assert_eq!(report["commands"]["count"], 3);
+    assert_eq!(report["errors"], 0);
+}
+
+fn client_kill(port: u16) -> usize {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"CLIENT KILL TYPE normal\r\n").unwrap();
+    let mut buf = [0u8; 32];
+    let n = s.read(&mut buf).unwrap();
+    let reply = std::str::from_utf8(&buf[..n]).unwrap();
+    reply.trim_start_matches(':').trim().parse().unwrap_or_else(|_| panic!("CLIENT KILL replied {reply:?}"))
+}
+
+#[tokio::test]
+async fn client_kill_is_recovered_by_itself_and_the_errors_are_counted() {
+    let Some(server) = RedisServer::start() else {
+        skip("client_kill_is_recovered_by_itself_and_the_errors_are_counted", "redis-server not available");
+        return;
+    };
+    let pool = RedisPool::new(config("redis_kill", server.url())).unwrap();
+    assert!(ready(&pool, "client_kill").await);
+    let redis = pool.acquire().await.unwrap();
+    assert!(ping(&redis).await);
+
+    let killed = client_kill(server.port());
+    assert!(killed >= 2, "killed {killed} clients");
+    let started = Instant::now();
+    let mut failures = 0u64;
+    loop {
+        let redis = pool.acquire().await;
+        if let Ok(redis) = redis {
+            if ping(&redis).await {
+                break;
+            }
+        }
+        failures += 1;
+        assert!(started.elapsed() < Duration::from_secs(5), "not recovered after 5 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_for(|| pool.reconnects() >= 2, "every client reconnected").await;
+    // Every failure the callers saw is counted (connection errors fred reported come on top).
+    assert!(pool.errors() >= failures, "errors {} < failures seen {failures}", pool.errors());
+    assert!(pool.errors() >= 1, "the dropped connections are counted as errors");
+    assert!(ping(&pool.acquire().await.unwrap()).await);
+}
+
+#[tokio::test]
+async fn a_restarted_redis_is_unhealthy_then_used_again_without_a_manual_step() {
+    let Some(mut server) = RedisServer::start() else {
+        skip("a_restarted_redis_is_unhealthy_then_used_again_without_a_manual_step", "redis-server not available");
+        return;
+    };
+    let pool = RedisPool::new(config("redis_restart", server.url())).unwrap();
+    assert!(ready(&pool, "restart").await);
+    let app = Router::new()
+        .route(
+            "/",
+            get(|redis: Redis| async move {
+                if ping(&redis).await {
+                    "pong"
+                } else {
+                    "failed"
+                }
+            }),
+        )
+        .with_state(pool.clone());
+    assert_eq!(request(&app, "/").await.2, "pong");
+
+    server.stop();
+    let errors_before = pool.errors();
+    wait_for(|| pool.health() == Health::Unhealthy, "unhealthy").await;
+    let (status, _, body, took) = request(&app, "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains(types::DEPENDENCY_UNAVAILABLE), "{body}");
+    assert!(took < Duration::from_millis(50), "fail fast while unhealthy, took {took:?}");
+    assert!(pool.errors() > errors_before);
+
+    assert!(server.restart());
+    wait_for(|| pool.health() == Health::Healthy, "healthy again").await;
+    let (status, _, body, _) = request(&app, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "pong"));
+}
