@@ -1,0 +1,286 @@
+//! CacheLayer: configuration, builder, purge API.
+
+use std::{borrow::Cow, sync::Arc, time::Duration};
+
+use http::{HeaderMap, HeaderName, Uri};
+use opentelemetry::metrics::Meter;
+use tower_layer::Layer;
+
+use super::{entry::Rules, service::CacheService, CachedResponse};
+use crate::{
+    coalesce::Coalescer,
+    stats::CacheStatus,
+    tiered::{ConfigError, TieredCache},
+};
+
+/// The store an HTTP cache keeps its responses in: a [`TieredCache`] keyed by cache key.
+/// Give it Redis to share responses (and purges) across nodes.
+pub type HttpStore = TieredCache<String, CachedResponse>;
+
+/// A function from the request to its cache key; `None`: do not cache this request.
+pub type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync>;
+
+/// CacheLayer configuration. Serde form (every field optional, defaults shown):
+///
+/// ```toml
+/// default_ttl_ms = 0            # freshness for responses with no caching headers; 0: not stored
+/// heuristic_freshness = false   # 10 % of the time since Last-Modified (RFC 9111 §4.2.2)
+/// store_set_cookie = false      # store responses carrying Set-Cookie
+/// max_body_bytes = 1048576      # larger bodies stream through, uncached
+/// coalesce_timeout_ms = 5000    # how long a request waits for another's identical miss
+/// stale_retention_ms = 300000   # keep stale responses with validators this long, to revalidate
+/// status_header = "x-cache"     # HIT | MISS | STALE | REVALIDATED
+/// ```
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpCacheConfig {
+    /// Freshness, in milliseconds, of a response that carries neither `Cache-Control` nor
+    /// `Expires` (and has a status cacheable by default); 0: such responses are not stored.
+    /// Default: 0.
+    pub default_ttl_ms: u64,
+    /// Use heuristic freshness (10 % of the age of `Last-Modified`, at most a day). Default: false.
+    pub heuristic_freshness: bool,
+    /// Store responses that set cookies. Default: false.
+    pub store_set_cookie: bool,
+    /// Bodies larger than this stream through uncached. Default: 1 MiB.
+    pub max_body_bytes: usize,
+    /// How long a request waits for a concurrent identical miss before calling the inner
+    /// service itself, in milliseconds. Default: 5000.
+    pub coalesce_timeout_ms: u64,
+    /// How long a stale response with a validator (ETag, Last-Modified) is kept for
+    /// revalidation, in milliseconds. Default: 300 000.
+    pub stale_retention_ms: u64,
+    /// The response header telling how the cache answered. Default: `x-cache`.
+    pub status_header: String,
+}
+
+impl Default for HttpCacheConfig {
+    fn default() -> Self {
+        HttpCacheConfig {
+            default_ttl_ms: 0,
+            heuristic_freshness: false,
+            store_set_cookie: false,
+            max_body_bytes: 1024 * 1024,
+            coalesce_timeout_ms: 5000,
+            stale_retention_ms: 300_000,
+            status_header: "x-cache".into(),
+        }
+    }
+}
+
+pub(crate) struct State {
+    pub(crate) store: HttpStore,
+    pub(crate) rules: Rules,
+    pub(crate) max_body: usize,
+    pub(crate) coalesce_timeout: Duration,
+    pub(crate) stale_retention: Duration,
+    pub(crate) status_header: HeaderName,
+    pub(crate) key_fn: Option<KeyFn>,
+    pub(crate) loads: Arc<Coalescer<String, ()>>,
+}
+
+impl State {
+    /// The cache key of a request; borrowed from the URI unless a key function is set.
+    pub(crate) fn key<'a>(&self, uri: &'a Uri, headers: &HeaderMap) -> Option<Cow<'a, str>> {
+        match &self.key_fn {
+            Some(f) => f(uri, headers).map(Cow::Owned),
+            None => Some(Cow::Borrowed(uri.path_and_query().map_or("/", |pq| pq.as_str()))),
+        }
+    }
+}
+
+/// The tag every entry stored under a key (and its variants) carries, so the key can be purged
+/// with all its variants in one tag purge, on every node.
+pub(crate) fn key_tag(key: &str) -> String {
+    format!("key:{key}")
+}
+
+/// A Tower layer caching HTTP responses as a shared cache (RFC 9111). Cheap to clone; clones
+/// (and the services they make) share the store.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use axum::{routing::get, Router};
+/// use phalanx_cache::CacheLayer;
+///
+/// let cache = CacheLayer::builder().default_ttl(Duration::from_secs(5)).build().unwrap();
+/// let app: Router = Router::new()
+///     .route("/items/{id}", get(|| async { "item" }))
+///     .layer(cache.clone());
+/// # let _ = app;
+/// cache.purge_tag("item:1").await;
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct CacheLayer {
+    pub(crate) state: Arc<State>,
+}
+
+impl std::fmt::Debug for CacheLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLayer").field("store", &self.state.store).finish_non_exhaustive()
+    }
+}
+
+impl<S> Layer<S> for CacheLayer {
+    type Service = CacheService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CacheService { inner, state: Arc::clone(&self.state) }
+    }
+}
+
+impl CacheLayer {
+    /// A builder with the defaults of [`HttpCacheConfig`].
+    pub fn builder() -> CacheLayerBuilder {
+        CacheLayerBuilder::default()
+    }
+
+    /// Build from a configuration struct over this store.
+    pub fn from_config(config: HttpCacheConfig, store: HttpStore) -> Result<Self, ConfigError> {
+        CacheLayerBuilder { config, store: Some(store), key_fn: None, meter: None }.build()
+    }
+
+    /// The store (to share it with another CacheLayer, e.g. one per route).
+    pub fn store(&self) -> &HttpStore {
+        &self.state.store
+    }
+
+    /// Remove the responses stored under this cache key (all variants), on every node.
+    pub async fn purge(&self, key: &str) {
+        self.state.store.invalidate_tag(&key_tag(key)).await;
+    }
+
+    /// Remove every response that carried this tag in `Cache-Tag` or `Surrogate-Key`, on every
+    /// node.
+    pub async fn purge_tag(&self, tag: &str) {
+        self.state.store.invalidate_tag(tag).await;
+    }
+
+    /// The `/status` section (name `cache`, target `cache_hit_ratio >= 0.85`, judged on the
+    /// HTTP hit ratio).
+    pub fn status(&self) -> CacheStatus {
+        self.state.store.status()
+    }
+}
+
+/// Builds a [`CacheLayer`].
+#[derive(Default)]
+pub struct CacheLayerBuilder {
+    config: HttpCacheConfig,
+    store: Option<HttpStore>,
+    key_fn: Option<KeyFn>,
+    meter: Option<Meter>,
+}
+
+impl std::fmt::Debug for CacheLayerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheLayerBuilder").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl CacheLayerBuilder {
+    /// Keep responses in this store (default: an L1-only store of 64 MiB).
+    pub fn store(mut self, store: HttpStore) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Freshness for responses with no caching headers (a per-route default when the layer
+    /// wraps one route).
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl_ms = ttl.as_millis() as u64;
+        self
+    }
+
+    /// Compute cache keys with this function (default: the path and query).
+    pub fn key_fn(mut self, f: impl Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync + 'static) -> Self {
+        self.key_fn = Some(Arc::new(f));
+        self
+    }
+
+    /// Allow heuristic freshness.
+    pub fn heuristic_freshness(mut self, on: bool) -> Self {
+        self.config.heuristic_freshness = on;
+        self
+    }
+
+    /// Store responses that set cookies.
+    pub fn store_set_cookie(mut self, on: bool) -> Self {
+        self.config.store_set_cookie = on;
+        self
+    }
+
+    /// Larger bodies stream through uncached.
+    pub fn max_body_bytes(mut self, bytes: usize) -> Self {
+        self.config.max_body_bytes = bytes;
+        self
+    }
+
+    /// How long a request waits for a concurrent identical miss.
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.config.coalesce_timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
+    /// How long stale responses with validators are kept for revalidation.
+    pub fn stale_retention(mut self, keep: Duration) -> Self {
+        self.config.stale_retention_ms = keep.as_millis() as u64;
+        self
+    }
+
+    /// The response header naming how the cache answered.
+    pub fn status_header(mut self, name: &str) -> Self {
+        self.config.status_header = name.into();
+        self
+    }
+
+    /// Meter of the default store (ignored when a store is given: it has its own).
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Build the layer.
+    pub fn build(self) -> Result<CacheLayer, ConfigError> {
+        let c = self.config;
+        let status_header = HeaderName::from_bytes(c.status_header.as_bytes())
+            .map_err(|_| ConfigError::new(format!("status_header {:?} is not a header name", c.status_header)))?;
+        if c.coalesce_timeout_ms == 0 {
+            return Err(ConfigError::new("coalesce_timeout_ms must be greater than 0"));
+        }
+        let store = match self.store {
+            Some(store) => store,
+            None => {
+                let mut b = TieredCache::builder().namespace("phalanx:http");
+                if let Some(meter) = self.meter {
+                    b = b.meter(meter);
+                }
+                b.build()?
+            }
+        };
+        Ok(CacheLayer {
+            state: Arc::new(State {
+                store,
+                rules: Rules {
+                    default_ttl: (c.default_ttl_ms > 0).then(|| Duration::from_millis(c.default_ttl_ms)),
+                    heuristic: c.heuristic_freshness,
+                    store_set_cookie: c.store_set_cookie,
+                },
+                max_body: c.max_body_bytes,
+                coalesce_timeout: Duration::from_millis(c.coalesce_timeout_ms),
+                stale_retention: Duration::from_millis(c.stale_retention_ms),
+                status_header,
+                key_fn: self.key_fn,
+                loads: Arc::default(),
+            }),
+        })
+    }
+}
+
+impl From<HttpCacheConfig> for CacheLayerBuilder {
+    fn from(config: HttpCacheConfig) -> Self {
+        CacheLayerBuilder { config, ..Default::default() }
+    }
+}

@@ -1,0 +1,37 @@
+//! [`CacheLayer`]: an HTTP response cache with the semantics of a shared cache (RFC 9111).
+//!
+//! - **What is stored**: responses to GET whose status is cacheable, without `no-store` or
+//!   `private`; for a request with `Authorization`, only when the response says `public`,
+//!   `s-maxage` or `must-revalidate`; with `Set-Cookie` only when configured. HEAD is answered
+//!   from stored GET responses.
+//! - **Freshness**: `s-maxage`, then `max-age`, then `Expires`; heuristic freshness only when
+//!   configured; a default TTL (per layer, so per route when the layer wraps one route) for
+//!   responses with no caching headers. `Age` is set on every response served from storage.
+//!   Request directives `no-cache`, `max-age`, `max-stale`, `min-fresh`, `only-if-cached` (504
+//!   when nothing is stored) and `no-store` are honoured.
+//! - **Vary**: a response that varies is stored under a variant key holding the selecting request
+//!   headers, with a marker at the base key naming them; `Vary: *` is never stored.
+//! - **Validation**: a stale response with `ETag` / `Last-Modified` is revalidated with
+//!   `If-None-Match` / `If-Modified-Since`; a 304 refreshes the stored headers. A client's own
+//!   conditional request is answered 304 from storage when it matches.
+//! - **Stale**: `stale-while-revalidate` serves stale and refreshes once in the background;
+//!   `stale-if-error` serves stale on 500/502/503/504 or an inner error.
+//! - **Invalidation**: POST, PUT, PATCH, DELETE with a 2xx/3xx response purge the target URI and
+//!   the same-origin `Location` / `Content-Location`, with all variants, on every node.
+//!   [`CacheLayer::purge`] and [`CacheLayer::purge_tag`] (tags from `Cache-Tag` /
+//!   `Surrogate-Key`) do the same on demand.
+//! - **Coalescing**: concurrent misses for one key make one inner call; the others wait up to
+//!   the coalescing timeout, then call the inner service themselves.
+//! - **Size cap**: bodies are read up to the cap; a larger body streams on untouched, unstored.
+//! - `X-Cache` (configurable name): `HIT`, `MISS`, `STALE`, `REVALIDATED`.
+
+mod body;
+mod directives;
+mod entry;
+mod layer;
+mod service;
+
+pub use body::SplicedBody;
+pub use entry::CachedResponse;
+pub use layer::{CacheLayer, CacheLayerBuilder, HttpCacheConfig, HttpStore, KeyFn};
+pub use service::{CacheBody, CacheService, ResponseFuture};

@@ -1,0 +1,528 @@
+//! CacheService: the request path.
+//!
+//! A fresh L1 hit is answered inside `call`, with a ready future and no allocation beyond the
+//! header map's clone. Everything else (L2, revalidation, misses, unsafe methods) runs in one
+//! boxed future.
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::Body;
+use phalanx_core::LayerBody;
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::{
+    body::{buffer, Buffered, SplicedBody},
+    directives::Directives,
+    entry::{variant_key, CachedResponse},
+    layer::{key_tag, State},
+};
+use crate::{
+    coalesce::{self, Join},
+    stats::bump,
+    tiered::EntryOptions,
+};
+
+/// The response body of [`CacheService`]: stored bytes, or the inner body (with whatever the
+/// cache read of it ahead).
+pub type CacheBody<B> = LayerBody<SplicedBody<B>>;
+
+/// The service made by [`super::CacheLayer`].
+#[derive(Clone)]
+pub struct CacheService<S> {
+    pub(crate) inner: S,
+    pub(crate) state: Arc<State>,
+}
+
+impl<S> std::fmt::Debug for CacheService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CacheService").finish_non_exhaustive()
+    }
+}
+
+/// How a stored response may be used for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Fresh,
+    /// Stale, but the client accepts it (`max-stale`).
+    StaleAccepted,
+    /// Stale within `stale-while-revalidate`: serve it, refresh in the background.
+    StaleWhileRevalidate,
+    /// Ask the origin first.
+    Revalidate,
+}
+
+fn judge(entry: &CachedResponse, req: &Directives, now: Instant) -> Use {
+    if req.no_cache || req.max_age.is_some_and(|max| entry.age(now) > max) {
+        return Use::Revalidate;
+    }
+    if entry.is_fresh(now) {
+        if req.min_fresh.is_some_and(|min| entry.fresh_left(now) < min) {
+            return Use::Revalidate;
+        }
+        return Use::Fresh;
+    }
+    if entry.0.must_revalidate {
+        return Use::Revalidate;
+    }
+    let staleness = entry.staleness(now);
+    if req.max_stale.is_some_and(|max| staleness <= Duration::from_secs(max)) {
+        return Use::StaleAccepted;
+    }
+    if staleness <= entry.0.stale_while_revalidate {
+        return Use::StaleWhileRevalidate;
+    }
+    Use::Revalidate
+}
+
+const HIT: HeaderValue = HeaderValue::from_static("HIT");
+const MISS: HeaderValue = HeaderValue::from_static("MISS");
+const STALE: HeaderValue = HeaderValue::from_static("STALE");
+const REVALIDATED: HeaderValue = HeaderValue::from_static("REVALIDATED");
+
+/// `Age` values 0..1024 made once, so a hit does not format (and allocate) one.
+fn age_value(age: u64) -> HeaderValue {
+    static AGES: OnceLock<Vec<HeaderValue>> = OnceLock::new();
+    let ages = AGES.get_or_init(|| (0..1024u64).map(HeaderValue::from).collect());
+    ages.get(age as usize).cloned().unwrap_or_else(|| HeaderValue::from(age))
+}
+
+impl State {
+    /// The stored response this request selects, from L1 only.
+    fn lookup_local(&self, key: &str, request: &HeaderMap) -> Option<CachedResponse> {
+        let entry = self.store.get_local(key)?;
+        if !entry.0.marker {
+            return Some(entry);
+        }
+        self.store.get_local(&variant_key(key, &entry.0.vary, request))
+    }
+
+    /// The stored response this request selects, from L2 (filling L1).
+    async fn lookup_remote(&self, key: &str, request: &HeaderMap) -> Option<CachedResponse> {
+        let entry = match self.store.get_local(key) {
+            Some(entry) => entry,
+            None => self.store.get_remote(&key.to_owned()).await?,
+        };
+        if !entry.0.marker {
+            return Some(entry);
+        }
+        let variant = variant_key(key, &entry.0.vary, request);
+        match self.store.get_local(&variant) {
+            Some(v) => Some(v),
+            None => self.store.get_remote(&variant).await,
+        }
+    }
+
+    /// Store a response under its key (and, when it varies, under its variant key with a
+    /// marker at the key), tagged with the key's tag and its `Cache-Tag` / `Surrogate-Key`.
+    async fn insert(&self, key: &str, request: &HeaderMap, entry: &CachedResponse) {
+        let keep = entry.keep_for(self.stale_retention);
+        let mut tags: Vec<Arc<str>> = vec![key_tag(key).into()];
+        for name in ["cache-tag", "surrogate-key"] {
+            for value in entry.0.headers.get_all(name) {
+                let Ok(text) = value.to_str() else { continue };
+                tags.extend(text.split([',', ' ']).map(str::trim).filter(|t| !t.is_empty()).map(Arc::from));
+            }
+        }
+        let options = EntryOptions::new().ttl(keep).tags(tags);
+        if entry.0.vary.is_empty() {
+            self.store.fill(key.to_owned(), entry.clone(), options).await;
+            return;
+        }
+        let marker = CachedResponse::marker(entry.0.vary.clone(), keep);
+        let marker_options = EntryOptions::new().ttl(keep).tag(key_tag(key));
+        self.store.fill(key.to_owned(), marker, marker_options).await;
+        self.store.fill(variant_key(key, &entry.0.vary, request), entry.clone(), options).await;
+    }
+
+    /// The client's answer from a stored response: 304 when its own conditional matches.
+    fn respond<B: Body>(
+        &self,
+        entry: &CachedResponse,
+        method: &Method,
+        request: &HeaderMap,
+        now: Instant,
+        how: HeaderValue,
+    ) -> Response<CacheBody<B>> {
+        let stored = &entry.0;
+        let conditional = (request.contains_key(header::IF_NONE_MATCH)
+            || request.contains_key(header::IF_MODIFIED_SINCE))
+            && stored.status == StatusCode::OK
+            && entry.matches_conditional(request);
+        let (status, body) = if conditional {
+            (StatusCode::NOT_MODIFIED, LayerBody::empty())
+        } else if method == Method::HEAD {
+            (stored.status, LayerBody::empty())
+        } else {
+            (stored.status, LayerBody::full(stored.body.clone()))
+        };
+        let mut response = Response::new(body);
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        *headers = stored.headers.clone();
+        if conditional {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        headers.insert(header::AGE, age_value(entry.age(now)));
+        headers.insert(self.status_header.clone(), how);
+        response
+    }
+
+    fn marked<B>(&self, mut response: Response<B>, how: HeaderValue) -> Response<B> {
+        response.headers_mut().insert(self.status_header.clone(), how);
+        response
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for CacheService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Send + 'static,
+{
+    type Response = Response<CacheBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let state = Arc::clone(&self.state);
+        match *request.method() {
+            Method::GET | Method::HEAD => {}
+            Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
+                return ResponseFuture::boxed(Box::pin(unsafe_method(state, inner, request)));
+            }
+            _ => return ResponseFuture::boxed(Box::pin(pass(inner, request))),
+        }
+        let Some(key) = state.key(request.uri(), request.headers()) else {
+            return ResponseFuture::boxed(Box::pin(pass(inner, request)));
+        };
+        let directives = if request.headers().contains_key(header::CACHE_CONTROL) {
+            Directives::from_headers(request.headers())
+        } else {
+            Directives::default()
+        };
+        let local = state.lookup_local(&key, request.headers());
+        if let Some(entry) = &local {
+            let now = Instant::now();
+            if judge(entry, &directives, now) == Use::Fresh {
+                bump(&state.store.counters().http.hits);
+                let response = state.respond(entry, request.method(), request.headers(), now, HIT);
+                return ResponseFuture::ready(response);
+            }
+        }
+        let key = key.into_owned();
+        ResponseFuture::boxed(Box::pin(lookup(state, inner, request, key, directives, local)))
+    }
+}
+
+/// Not cacheable: straight to the inner service.
+async fn pass<S, ReqBody, ResBody>(
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    let response = inner.call(request).await?;
+    Ok(response.map(|b| LayerBody::inner(SplicedBody::new(b))))
+}
+
+/// POST, PUT, PATCH, DELETE: a non-error response invalidates the target URI and the same-origin
+/// `Location` / `Content-Location` (RFC 9111 §4.4), on every node.
+async fn unsafe_method<S, ReqBody, ResBody>(
+    state: Arc<State>,
+    mut inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    let uri = request.uri().clone();
+    let headers = request.headers().clone();
+    let response = inner.call(request).await?;
+    let status = response.status();
+    if status.is_success() || status.is_redirection() {
+        let mut keys = Vec::with_capacity(3);
+        keys.extend(state.key(&uri, &headers).map(|k| k.into_owned()));
+        for name in [header::LOCATION, header::CONTENT_LOCATION] {
+            let Some(target) = response.headers().get(name).and_then(|v| v.to_str().ok()) else { continue };
+            let Ok(target) = target.parse::<Uri>() else { continue };
+            if same_origin(&target, &uri, &headers) {
+                keys.extend(state.key(&target, &headers).map(|k| k.into_owned()));
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        for key in keys {
+            state.store.invalidate_tag(&key_tag(&key)).await;
+        }
+    }
+    Ok(response.map(|b| LayerBody::inner(SplicedBody::new(b))))
+}
+
+fn same_origin(target: &Uri, request: &Uri, headers: &HeaderMap) -> bool {
+    let Some(authority) = target.authority() else { return true };
+    let own =
+        request.authority().map(|a| a.as_str()).or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()));
+    own.is_some_and(|own| own.eq_ignore_ascii_case(authority.as_str()))
+}
+
+/// Past the L1 fast path: L2, freshness decisions, coalescing, the inner call.
+async fn lookup<S, ReqBody, ResBody>(
+    state: Arc<State>,
+    inner: S,
+    request: Request<ReqBody>,
+    key: String,
+    directives: Directives,
+    local: Option<CachedResponse>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Send + 'static,
+{
+    let counters = state.store.counters();
+    let entry = match local {
+        Some(entry) => Some(entry),
+        None => state.lookup_remote(&key, request.headers()).await,
+    };
+    let now = Instant::now();
+    if let Some(entry) = &entry {
+        match judge(entry, &directives, now) {
+            Use::Fresh => {
+                bump(&counters.http.hits);
+                return Ok(state.respond(entry, request.method(), request.headers(), now, HIT));
+            }
+            Use::StaleAccepted => {
+                bump(&counters.http.stale);
+                return Ok(state.respond(entry, request.method(), request.headers(), now, STALE));
+            }
+            Use::StaleWhileRevalidate => {
+                bump(&counters.http.stale);
+                spawn_refresh(&state, inner, &request, &key, entry);
+                return Ok(state.respond(entry, request.method(), request.headers(), now, STALE));
+            }
+            Use::Revalidate => {}
+        }
+    }
+    if directives.only_if_cached {
+        bump(&counters.http.misses);
+        let mut response = Response::new(LayerBody::empty());
+        *response.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        return Ok(state.marked(response, MISS));
+    }
+    if request.method() == Method::HEAD {
+        // A HEAD response has no body to store; HEAD is served from stored GET responses only.
+        bump(&counters.http.misses);
+        let response = pass(inner, request).await?;
+        return Ok(state.marked(response, MISS));
+    }
+    match state.loads.join(&key) {
+        Join::Leader(leader) => {
+            // A load may have completed between our lookup and the join.
+            if let Some(fresh) =
+                state.lookup_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
+            {
+                bump(&counters.http.hits);
+                return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
+            }
+            let response = fetch(&state, inner, request, &key, &directives, entry).await;
+            leader.complete(());
+            response
+        }
+        Join::Follower(rx) => {
+            let _ = tokio::time::timeout(state.coalesce_timeout, coalesce::wait(rx)).await;
+            let now = Instant::now();
+            if let Some(fresh) =
+                state.lookup_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
+            {
+                bump(&counters.http.coalesced);
+                bump(&counters.http.hits);
+                return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
+            }
+            // The leader's response could not be shared (or took too long): ask ourselves.
+            fetch(&state, inner, request, &key, &directives, entry).await
+        }
+    }
+}
+
+/// Serve stale now and refresh in the background, once: only if no load of this key is in
+/// flight.
+fn spawn_refresh<S, ReqBody, ResBody>(
+    state: &Arc<State>,
+    mut inner: S,
+    request: &Request<ReqBody>,
+    key: &str,
+    entry: &CachedResponse,
+) where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+    ReqBody: Default + Send + 'static,
+    ResBody: Body<Data = Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Send + 'static,
+{
+    let Join::Leader(leader) = state.loads.join(&key.to_owned()) else { return };
+    let mut refresh = Request::new(ReqBody::default());
+    *refresh.uri_mut() = request.uri().clone();
+    *refresh.headers_mut() = request.headers().clone();
+    *refresh.version_mut() = request.version();
+    let state = Arc::clone(state);
+    let key = key.to_owned();
+    let entry = entry.clone();
+    tokio::spawn(async move {
+        if futures_util::future::poll_fn(|cx| inner.poll_ready(cx)).await.is_err() {
+            return;
+        }
+        let _ = fetch(&state, inner, refresh, &key, &Directives::default(), Some(entry)).await;
+        leader.complete(());
+    });
+}
+
+/// Ask the inner service — conditionally when a stale response with validators is at hand —
+/// and store what may be stored.
+async fn fetch<S, ReqBody, ResBody>(
+    state: &State,
+    mut inner: S,
+    request: Request<ReqBody>,
+    key: &str,
+    directives: &Directives,
+    stale: Option<CachedResponse>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body<Data = Bytes> + Unpin,
+{
+    let counters = state.store.counters();
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let client_headers = parts.headers.clone();
+    let mut forwarded = Request::from_parts(parts, body);
+    // The cache wants a complete response to store; it answers the client's own condition itself.
+    let headers = forwarded.headers_mut();
+    headers.remove(header::IF_NONE_MATCH);
+    headers.remove(header::IF_MODIFIED_SINCE);
+    if let Some(stale) = &stale {
+        if let Some(etag) = stale.etag() {
+            headers.insert(header::IF_NONE_MATCH, etag.clone());
+        }
+        if let Some(lm) = stale.last_modified() {
+            headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
+        }
+    }
+    let outcome = inner.call(forwarded).await;
+    let now = Instant::now();
+    let stale_if_error = |stale: &Option<CachedResponse>| {
+        stale.as_ref().filter(|s| s.staleness(now) <= s.0.stale_if_error && !s.0.stale_if_error.is_zero()).cloned()
+    };
+    let response = match outcome {
+        Ok(response) => response,
+        Err(error) => {
+            if let Some(stale) = stale_if_error(&stale) {
+                bump(&counters.http.stale);
+                return Ok(state.respond(&stale, &method, &client_headers, now, STALE));
+            }
+            return Err(error);
+        }
+    };
+    let status = response.status();
+    if let Some(old) = &stale {
+        if status == StatusCode::NOT_MODIFIED {
+            bump(&counters.http.stale);
+            let Some(refreshed) = old.refreshed(response.headers(), &state.rules) else {
+                // Still valid, but no longer storable as it stands: serve it this once.
+                return Ok(state.respond(old, &method, &client_headers, now, REVALIDATED));
+            };
+            state.insert(key, &client_headers, &refreshed).await;
+            return Ok(state.respond(&refreshed, &method, &client_headers, Instant::now(), REVALIDATED));
+        }
+        if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
+            if let Some(stale) = stale_if_error(&stale) {
+                bump(&counters.http.stale);
+                return Ok(state.respond(&stale, &method, &client_headers, now, STALE));
+            }
+        }
+    }
+    bump(&counters.http.misses);
+    let (parts, body) = response.into_parts();
+    let complete = match buffer(body, state.max_body).await {
+        Buffered::Complete(bytes) => bytes,
+        Buffered::PassOn(body) => return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(body)), MISS)),
+    };
+    match state.rules.storable(&client_headers, directives, parts.status, &parts.headers, complete.clone()) {
+        Some(entry) => {
+            state.insert(key, &client_headers, &entry).await;
+            Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
+        }
+        None => Ok(state.marked(Response::from_parts(parts, LayerBody::full(complete)), MISS)),
+    }
+}
+
+pin_project! {
+    /// The response future of [`CacheService`]: ready at once on a fresh L1 hit.
+    pub struct ResponseFuture<B: Body, E> {
+        #[pin]
+        kind: Kind<B, E>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind<B: Body, E> {
+        Ready { response: Option<Response<CacheBody<B>>> },
+        Boxed { future: BoxFuture<'static, Result<Response<CacheBody<B>>, E>> },
+    }
+}
+
+impl<B: Body, E> ResponseFuture<B, E> {
+    fn ready(response: Response<CacheBody<B>>) -> Self {
+        ResponseFuture { kind: Kind::Ready { response: Some(response) } }
+    }
+
+    fn boxed(future: BoxFuture<'static, Result<Response<CacheBody<B>>, E>>) -> Self {
+        ResponseFuture { kind: Kind::Boxed { future } }
+    }
+}
+
+impl<B: Body, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<CacheBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().kind.project() {
+            KindProj::Ready { response } => {
+                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
+            }
+            KindProj::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}

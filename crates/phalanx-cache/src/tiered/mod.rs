@@ -1,0 +1,742 @@
+//! [`TieredCache`]: application data in a moka L1 and (optionally) a Redis L2, with coalesced
+//! loads, tags, and invalidation that reaches every node.
+//!
+//! - **L1** is a moka cache (TinyLFU admission), weighed in encoded bytes under
+//!   [`TieredConfig::max_bytes`]; each entry has its own TTL and an optional idle time.
+//! - **L2** (when [`TieredConfig::redis`] is set) holds the postcard encoding of the value,
+//!   lz4-compressed above a size threshold, with its TTL kept by Redis and its tags beside it.
+//! - **Loads**: [`TieredCache::get_with`] runs the loader once for concurrent misses of one key,
+//!   across both levels; an L2 hit fills L1.
+//! - **Tags**: each level keeps a tag → keys index (L1 in memory, L2 in Redis sets), so a tag
+//!   purge touches only the keys that carry it.
+//! - **Coherence**: `remove`, `insert` and `invalidate_tag` publish on the namespace's channel;
+//!   every other node drops the key (or the tag's keys) from its L1.
+//! - **Redis slow or gone**: every round trip is bounded; a failure is counted in
+//!   `phalanx.cache.fallbacks` and the call goes on with L1 and the loader. From that moment
+//!   until the invalidation channel is subscribed again, an L1 entry is served for at most
+//!   [`TieredConfig::outage_l1_ttl_ms`] past the later of the outage start and its load; when
+//!   the channel comes back (any reconnection), L1 is dropped whole, since invalidations
+//!   published meanwhile were lost.
+
+mod config;
+pub(crate) mod l2;
+
+use std::{
+    collections::HashMap,
+    fmt::Display,
+    future::Future,
+    hash::Hash,
+    str::FromStr,
+    sync::{
+        atomic::{AtomicI64, AtomicU64, Ordering},
+        Arc, Weak,
+    },
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use moka::{notification::RemovalCause, sync::Cache, Expiry};
+use opentelemetry::metrics::Meter;
+use parking_lot::Mutex;
+use phalanx_core::redis::{connect_in_background, RedisFailure};
+use serde::{de::DeserializeOwned, Serialize};
+use tokio::{sync::broadcast::error::RecvError, task::JoinHandle, time::Instant};
+
+pub use config::{ConfigError, TieredConfig};
+use l2::{decode_message, decode_stored, encode_message, encode_stored, Invalidation, L2};
+
+use crate::{
+    coalesce::{self, Coalescer, Join},
+    stats::{bump, register_instruments, CacheStats, CacheStatus, Counters, StatsProbe},
+};
+
+/// What a key must be: hashable for L1, and written as text (its `Display`, read back with
+/// `FromStr`) in Redis keys and invalidation messages. `String`, integers and the like qualify.
+pub trait CacheKey: Hash + Eq + Clone + Send + Sync + Display + FromStr + 'static {}
+impl<T: Hash + Eq + Clone + Send + Sync + Display + FromStr + 'static> CacheKey for T {}
+
+/// What a value must be: cheap enough to clone (wrap big values in `Arc`) and serde-encodable
+/// (postcard, a compact binary format, in L2; the encoded length is the L1 weight).
+pub trait CacheValue: Clone + Send + Sync + Serialize + DeserializeOwned + 'static {}
+impl<T: Clone + Send + Sync + Serialize + DeserializeOwned + 'static> CacheValue for T {}
+
+/// TTL and tags of one entry.
+#[derive(Debug, Clone, Default)]
+pub struct EntryOptions {
+    ttl: Option<Duration>,
+    tags: Vec<Arc<str>>,
+}
+
+impl EntryOptions {
+    /// Default TTL, no tags.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// This entry's TTL (instead of the cache's default).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Add a tag (surrogate key): [`TieredCache::invalidate_tag`] removes every entry carrying it.
+    pub fn tag(mut self, tag: impl Into<Arc<str>>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Add several tags.
+    pub fn tags<T: Into<Arc<str>>>(mut self, tags: impl IntoIterator<Item = T>) -> Self {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+}
+
+/// One L1 entry.
+struct Slot<V> {
+    value: V,
+    loaded_at: Instant,
+    expires_at: Instant,
+    /// How long moka keeps it (its own clock); freshness is judged on `expires_at`.
+    keep_for: Duration,
+    tags: Box<[Arc<str>]>,
+    weight: u32,
+    generation: u64,
+}
+
+struct SlotExpiry;
+
+impl<K, V> Expiry<K, Arc<Slot<V>>> for SlotExpiry {
+    fn expire_after_create(&self, _: &K, slot: &Arc<Slot<V>>, _: std::time::Instant) -> Option<Duration> {
+        Some(slot.keep_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &K,
+        slot: &Arc<Slot<V>>,
+        _: std::time::Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(slot.keep_for)
+    }
+}
+
+/// tag → (key → generation of the slot that carried the tag).
+type TagIndex<K> = Mutex<HashMap<Arc<str>, HashMap<K, u64>>>;
+
+struct Shared<K, V> {
+    l1: Cache<K, Arc<Slot<V>>>,
+    tags: Arc<TagIndex<K>>,
+    counters: Arc<Counters>,
+    loads: Arc<Coalescer<K, Option<V>>>,
+    local_counters: Cache<K, Arc<AtomicI64>>,
+    l2: Option<L2>,
+    node_id: Arc<str>,
+    default_ttl: Duration,
+    outage_l1_ttl: Duration,
+    compress_above: usize,
+    generation: AtomicU64,
+    /// Milliseconds since `epoch` + 1 at which invalidations may have started to be missed; 0
+    /// while the channel is subscribed (or there is no L2).
+    incoherent_since: AtomicU64,
+    epoch: Instant,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl<K, V> Drop for Shared<K, V> {
+    fn drop(&mut self) {
+        for task in self.tasks.get_mut().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> StatsProbe for Shared<K, V> {
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn l1_size(&self) -> (u64, u64) {
+        (self.l1.weighted_size(), self.l1.entry_count())
+    }
+}
+
+/// A two-level cache for application data. Cheap to clone; clones share everything.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::time::Duration;
+/// use phalanx_cache::{EntryOptions, TieredCache};
+///
+/// let rows: TieredCache<u64, String> = TieredCache::builder().max_bytes(1 << 20).build().unwrap();
+/// let row = rows
+///     .get_with_options(7, EntryOptions::new().ttl(Duration::from_secs(30)).tag("item:7"), async {
+///         Ok::<_, std::convert::Infallible>("row 7".to_string())
+///     })
+///     .await
+///     .unwrap();
+/// assert_eq!(row, "row 7");
+/// rows.invalidate_tag("item:7").await;
+/// assert_eq!(rows.get_local(&7), None);
+/// # }
+/// ```
+pub struct TieredCache<K, V> {
+    shared: Arc<Shared<K, V>>,
+}
+
+impl<K, V> Clone for TieredCache<K, V> {
+    fn clone(&self) -> Self {
+        TieredCache { shared: Arc::clone(&self.shared) }
+    }
+}
+
+impl<K, V> std::fmt::Debug for TieredCache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TieredCache")
+            .field("node_id", &self.shared.node_id)
+            .field("l2", &self.shared.l2.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`TieredCache`].
+#[derive(Debug, Clone, Default)]
+pub struct TieredCacheBuilder {
+    config: TieredConfig,
+    meter: Option<Meter>,
+}
+
+impl TieredCacheBuilder {
+    /// L1 memory cap in bytes.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.config.max_bytes = bytes;
+        self
+    }
+
+    /// TTL of entries inserted without one.
+    pub fn default_ttl(mut self, ttl: Duration) -> Self {
+        self.config.default_ttl_ms = ttl.as_millis() as u64;
+        self
+    }
+
+    /// Drop L1 entries not read for this long.
+    pub fn time_to_idle(mut self, idle: Duration) -> Self {
+        self.config.time_to_idle_ms = idle.as_millis() as u64;
+        self
+    }
+
+    /// Redis key prefix and channel prefix.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = namespace.into();
+        self
+    }
+
+    /// Use Redis for L2 and cross-node invalidation.
+    pub fn redis(mut self, settings: phalanx_core::redis::RedisSettings) -> Self {
+        self.config.redis = Some(settings);
+        self
+    }
+
+    /// lz4-compress L2 values larger than this (0: never).
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.config.compress_above_bytes = bytes;
+        self
+    }
+
+    /// How long L1 entries are served while invalidations may be missed.
+    pub fn outage_l1_ttl(mut self, ttl: Duration) -> Self {
+        self.config.outage_l1_ttl_ms = ttl.as_millis() as u64;
+        self
+    }
+
+    /// This node's id in invalidation messages.
+    pub fn node_id(mut self, id: impl Into<String>) -> Self {
+        self.config.node_id = Some(id.into());
+        self
+    }
+
+    /// Record metrics through this meter instead of [`phalanx_core::default_meter`].
+    pub fn meter(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
+    }
+
+    /// Build the cache. With Redis configured this must run inside a Tokio runtime: the
+    /// connections are made (and remade) in the background, so a Redis that is down does not
+    /// stop the service from starting.
+    pub fn build<K: CacheKey, V: CacheValue>(self) -> Result<TieredCache<K, V>, ConfigError> {
+        let config = self.config;
+        config.validate()?;
+        let tags: Arc<TagIndex<K>> = Arc::default();
+        let counters: Arc<Counters> = Arc::default();
+        let listener_tags = Arc::clone(&tags);
+        let listener_counters = Arc::clone(&counters);
+        let mut l1 = Cache::builder()
+            .max_capacity(config.max_bytes)
+            .weigher(|_k: &K, slot: &Arc<Slot<V>>| slot.weight)
+            .expire_after(SlotExpiry)
+            .eviction_listener(move |key: Arc<K>, slot: Arc<Slot<V>>, cause| {
+                if matches!(cause, RemovalCause::Size | RemovalCause::Expired) {
+                    bump(&listener_counters.l1.evictions);
+                }
+                if !slot.tags.is_empty() {
+                    unindex(&listener_tags, &key, &slot);
+                }
+            });
+        if config.time_to_idle_ms > 0 {
+            l1 = l1.time_to_idle(Duration::from_millis(config.time_to_idle_ms));
+        }
+        let node_id: Arc<str> = match &config.node_id {
+            Some(id) => id.as_str().into(),
+            None => random_node_id().into(),
+        };
+        let l2 = match &config.redis {
+            Some(settings) => {
+                let pool = settings.build_pool().map_err(|e| ConfigError::new(format!("redis: {e}")))?;
+                let subscriber = settings
+                    .builder()
+                    .and_then(|b| b.build_subscriber_client())
+                    .map_err(|e| ConfigError::new(format!("redis: {e}")))?;
+                Some(L2 {
+                    pool,
+                    subscriber,
+                    channel: format!("{}:inval", config.namespace),
+                    namespace: config.namespace.clone(),
+                    deadline: settings.command_timeout(),
+                })
+            }
+            None => None,
+        };
+        let epoch = Instant::now();
+        let shared = Arc::new(Shared {
+            l1: l1.build(),
+            tags,
+            counters,
+            loads: Arc::default(),
+            local_counters: Cache::builder().max_capacity(100_000).build(),
+            node_id,
+            default_ttl: config.default_ttl(),
+            outage_l1_ttl: Duration::from_millis(config.outage_l1_ttl_ms),
+            compress_above: config.compress_above_bytes,
+            generation: AtomicU64::new(1),
+            // Until the channel is first subscribed, invalidations may be missed.
+            incoherent_since: AtomicU64::new(if l2.is_some() { 1 } else { 0 }),
+            epoch,
+            tasks: Mutex::new(Vec::new()),
+            l2,
+        });
+        if shared.l2.is_some() {
+            start_listener(&shared);
+        }
+        register_instruments(&self.meter.unwrap_or_else(phalanx_core::default_meter), &shared);
+        Ok(TieredCache { shared })
+    }
+}
+
+fn random_node_id() -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let n = RandomState::new().hash_one((std::process::id(), SystemTime::now()));
+    format!("{n:016x}")
+}
+
+fn unix_ms(at: SystemTime) -> u64 {
+    at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn unindex<K: Hash + Eq>(tags: &TagIndex<K>, key: &K, slot: &Slot<impl Sized>) {
+    let mut index = tags.lock();
+    for tag in slot.tags.iter() {
+        if let Some(keys) = index.get_mut(tag) {
+            if keys.get(key) == Some(&slot.generation) {
+                keys.remove(key);
+            }
+            if keys.is_empty() {
+                index.remove(tag);
+            }
+        }
+    }
+}
+
+/// Subscribe to the invalidation channel on every (re)connection and apply what other nodes
+/// publish. The task holds the cache weakly and is aborted when the cache is dropped.
+fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
+    let Some(l2) = &shared.l2 else { return };
+    let subscriber = l2.subscriber.clone();
+    let channel = l2.channel.clone();
+    let mut reconnects = fred::prelude::EventInterface::reconnect_rx(&subscriber);
+    let mut messages = fred::prelude::EventInterface::message_rx(&subscriber);
+    let mut errors = fred::prelude::EventInterface::error_rx(&subscriber);
+    connect_in_background(&l2.pool);
+    connect_in_background(&subscriber);
+    let weak: Weak<Shared<K, V>> = Arc::downgrade(shared);
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                event = reconnects.recv() => {
+                    if matches!(event, Err(RecvError::Closed)) { break; }
+                    let subscribed = fred::prelude::PubsubInterface::subscribe(&subscriber, channel.as_str()).await;
+                    let Some(shared) = weak.upgrade() else { break };
+                    match subscribed {
+                        Ok(()) => shared.on_resubscribed(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cache invalidation channel: subscribe failed");
+                            shared.mark_incoherent();
+                        }
+                    }
+                }
+                message = messages.recv() => {
+                    let Some(shared) = weak.upgrade() else { break };
+                    match message {
+                        Ok(message) => {
+                            if let Some(text) = message.value.as_string() {
+                                shared.apply_remote(&text);
+                            }
+                        }
+                        // Messages were dropped: anything may be stale.
+                        Err(RecvError::Lagged(_)) => shared.l1.invalidate_all(),
+                        Err(RecvError::Closed) => break,
+                    }
+                }
+                error = errors.recv() => {
+                    if matches!(error, Err(RecvError::Closed)) { break; }
+                    let Some(shared) = weak.upgrade() else { break };
+                    shared.mark_incoherent();
+                }
+            }
+        }
+    });
+    shared.tasks.lock().push(task);
+}
+
+impl<K: CacheKey, V: CacheValue> Shared<K, V> {
+    fn on_resubscribed(&self) {
+        self.l1.invalidate_all();
+        self.incoherent_since.store(0, Ordering::Release);
+        tracing::debug!(node = %self.node_id, "cache invalidation channel subscribed; L1 dropped");
+    }
+
+    fn mark_incoherent(&self) {
+        if self.l2.is_none() {
+            return;
+        }
+        let since = self.epoch.elapsed().as_millis() as u64 + 1;
+        let _ = self.incoherent_since.compare_exchange(0, since, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    fn apply_remote(&self, text: &str) {
+        let Some((origin, inv)) = decode_message(text) else { return };
+        if origin == &*self.node_id {
+            return;
+        }
+        match inv {
+            Invalidation::Key(k) => {
+                if let Ok(key) = k.parse::<K>() {
+                    self.l1.invalidate(&key);
+                }
+            }
+            Invalidation::Tag(t) => self.purge_local_tag(t),
+        }
+    }
+
+    fn purge_local_tag(&self, tag: &str) {
+        let keys: Vec<K> = self.tags.lock().remove(tag).map(|m| m.into_keys().collect()).unwrap_or_default();
+        for key in keys {
+            self.l1.invalidate(&key);
+        }
+    }
+
+    fn fallback(&self, op: &str, err: &RedisFailure) {
+        bump(&self.counters.fallbacks);
+        self.mark_incoherent();
+        tracing::debug!(op, error = %err, "cache L2 unavailable; answered from L1 and the loader");
+    }
+
+    /// Whether an L1 slot may be served now.
+    fn servable(&self, slot: &Slot<V>, now: Instant) -> bool {
+        if now >= slot.expires_at {
+            return false;
+        }
+        let since = self.incoherent_since.load(Ordering::Acquire);
+        if since == 0 {
+            return true;
+        }
+        let outage_start = self.epoch + Duration::from_millis(since - 1);
+        now < slot.loaded_at.max(outage_start) + self.outage_l1_ttl
+    }
+
+    fn lookup_l1<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.l1.get(key) {
+            Some(slot) if self.servable(&slot, Instant::now()) => {
+                bump(&self.counters.l1.hits);
+                Some(slot.value.clone())
+            }
+            Some(_) => {
+                bump(&self.counters.l1.stale);
+                self.l1.invalidate(key);
+                None
+            }
+            None => {
+                bump(&self.counters.l1.misses);
+                None
+            }
+        }
+    }
+
+    fn fill_l1(&self, key: K, value: V, ttl: Duration, tags: Vec<Arc<str>>, weight: usize) {
+        let now = Instant::now();
+        let generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(Slot {
+            value,
+            loaded_at: now,
+            expires_at: now + ttl,
+            keep_for: ttl,
+            tags: tags.into_boxed_slice(),
+            weight: (weight + std::mem::size_of::<Slot<V>>()).min(u32::MAX as usize) as u32,
+            generation,
+        });
+        if !slot.tags.is_empty() {
+            let mut index = self.tags.lock();
+            for tag in slot.tags.iter() {
+                index.entry(Arc::clone(tag)).or_default().insert(key.clone(), generation);
+            }
+        }
+        self.l1.insert(key, slot);
+    }
+
+    async fn lookup_l2(&self, key: &K) -> Option<V> {
+        let l2 = self.l2.as_ref()?;
+        let key_text = key.to_string();
+        match l2.get(&key_text).await {
+            Ok(Some(raw)) => {
+                let decoded = decode_stored(raw).and_then(|stored| {
+                    let value = postcard::from_bytes::<V>(&stored.value).ok()?;
+                    Some((stored, value))
+                });
+                let Some((stored, value)) = decoded else {
+                    bump(&self.counters.l2.misses);
+                    return None;
+                };
+                let remaining = stored.expires_unix_ms.saturating_sub(unix_ms(SystemTime::now()));
+                if remaining == 0 {
+                    bump(&self.counters.l2.stale);
+                    return None;
+                }
+                bump(&self.counters.l2.hits);
+                let weight = stored.value.len() + key_text.len();
+                self.fill_l1(key.clone(), value.clone(), Duration::from_millis(remaining), stored.tags, weight);
+                Some(value)
+            }
+            Ok(None) => {
+                bump(&self.counters.l2.misses);
+                None
+            }
+            Err(e) => {
+                self.fallback("get", &e);
+                None
+            }
+        }
+    }
+
+    /// Store in both levels. `announce`: tell the other nodes to drop their L1 copy.
+    async fn store(&self, key: K, value: V, options: EntryOptions, announce: bool) {
+        let ttl = options.ttl.unwrap_or(self.default_ttl);
+        let encoded = match postcard::to_allocvec(&value) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                tracing::warn!(error = %e, "cache value could not be encoded; not cached");
+                return;
+            }
+        };
+        let key_text = self.l2.as_ref().map(|_| key.to_string());
+        self.fill_l1(key, value, ttl, options.tags.clone(), encoded.len() + std::mem::size_of::<K>());
+        if let (Some(l2), Some(key_text)) = (&self.l2, key_text) {
+            let expires = unix_ms(SystemTime::now()) + ttl.as_millis() as u64;
+            let payload = encode_stored(&encoded, expires, &options.tags, self.compress_above);
+            let message =
+                if announce { encode_message(&self.node_id, &Invalidation::Key(&key_text)) } else { String::new() };
+            if let Err(e) = l2.set(&key_text, payload, ttl, &options.tags, message).await {
+                self.fallback("set", &e);
+            }
+        }
+    }
+}
+
+impl TieredCache<String, ()> {
+    /// A builder with the defaults of [`TieredConfig`].
+    pub fn builder() -> TieredCacheBuilder {
+        TieredCacheBuilder::default()
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
+    /// Build from a configuration struct (e.g. read from TOML).
+    pub fn from_config(config: TieredConfig, meter: Option<Meter>) -> Result<Self, ConfigError> {
+        TieredCacheBuilder { config, meter }.build()
+    }
+
+    /// This node's id in invalidation messages.
+    pub fn node_id(&self) -> &str {
+        &self.shared.node_id
+    }
+
+    /// Whether an L2 (Redis) is configured.
+    pub fn has_l2(&self) -> bool {
+        self.shared.l2.is_some()
+    }
+
+    /// The value in L1, without going to Redis. Takes any borrowed form of the key (`&str` for
+    /// `String` keys), so a lookup need not allocate.
+    pub fn get_local<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shared.lookup_l1(key)
+    }
+
+    /// The value in L1, else in L2 (which then fills L1).
+    pub async fn get(&self, key: &K) -> Option<V> {
+        if let Some(v) = self.shared.lookup_l1(key) {
+            return Some(v);
+        }
+        self.shared.lookup_l2(key).await
+    }
+
+    /// The cached value, or the loader's, stored with the default TTL. Concurrent calls for one
+    /// key run one loader.
+    pub async fn get_with(&self, key: K, loader: impl Future<Output = V>) -> V {
+        let loaded = self
+            .get_with_options(key, EntryOptions::default(), async { Ok::<_, std::convert::Infallible>(loader.await) });
+        match loaded.await {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    /// The cached value, or the loader's, stored with these options. Concurrent calls for one
+    /// key run one loader: the others wait for its value. A loader error is returned to its own
+    /// caller only (and not cached); the callers that waited on it then run their own loaders.
+    pub async fn get_with_options<E>(
+        &self,
+        key: K,
+        options: EntryOptions,
+        loader: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, E> {
+        let shared = &self.shared;
+        if let Some(v) = shared.lookup_l1(&key) {
+            return Ok(v);
+        }
+        let leader = match shared.loads.join(&key) {
+            Join::Leader(leader) => leader,
+            Join::Follower(rx) => {
+                bump(&shared.counters.l1.coalesced);
+                if let Some(Some(v)) = coalesce::wait(rx).await {
+                    return Ok(v);
+                }
+                return loader.await;
+            }
+        };
+        // A load may have completed between the L1 miss and the join.
+        if let Some(slot) = shared.l1.get(&key).filter(|s| shared.servable(s, Instant::now())) {
+            leader.complete(Some(slot.value.clone()));
+            return Ok(slot.value.clone());
+        }
+        if let Some(v) = shared.lookup_l2(&key).await {
+            leader.complete(Some(v.clone()));
+            return Ok(v);
+        }
+        let value = loader.await?;
+        shared.store(key, value.clone(), options, false).await;
+        leader.complete(Some(value.clone()));
+        Ok(value)
+    }
+
+    /// Store a value with the default TTL; other nodes drop their L1 copy.
+    pub async fn insert(&self, key: K, value: V) {
+        self.shared.store(key, value, EntryOptions::default(), true).await;
+    }
+
+    /// Store a value with these options; other nodes drop their L1 copy.
+    pub async fn insert_with(&self, key: K, value: V, options: EntryOptions) {
+        self.shared.store(key, value, options, true).await;
+    }
+
+    /// Remove a key from both levels and from every node's L1.
+    pub async fn remove(&self, key: &K) {
+        let shared = &self.shared;
+        shared.l1.invalidate(key);
+        if let Some(l2) = &shared.l2 {
+            let text = key.to_string();
+            let message = encode_message(&shared.node_id, &Invalidation::Key(&text));
+            if let Err(e) = l2.remove(&text, message).await {
+                shared.fallback("remove", &e);
+            }
+        }
+    }
+
+    /// Remove every entry carrying `tag`, from both levels and from every node's L1.
+    pub async fn invalidate_tag(&self, tag: &str) {
+        let shared = &self.shared;
+        shared.purge_local_tag(tag);
+        if let Some(l2) = &shared.l2 {
+            let message = encode_message(&shared.node_id, &Invalidation::Tag(tag));
+            if let Err(e) = l2.purge_tag(tag, message).await {
+                shared.fallback("invalidate_tag", &e);
+            }
+        }
+    }
+
+    /// Drop this node's L1 (not L2, not the other nodes).
+    pub fn clear_local(&self) {
+        self.shared.l1.invalidate_all();
+    }
+
+    /// Add `delta` to the counter `key` and return the new value: atomic across nodes with L2
+    /// (`INCRBY`), in-process otherwise or while Redis is gone. Counters live apart from values.
+    pub async fn increment(&self, key: &K, delta: i64) -> i64 {
+        let shared = &self.shared;
+        if let Some(l2) = &shared.l2 {
+            match l2.increment(&key.to_string(), delta).await {
+                Ok(v) => return v,
+                Err(e) => shared.fallback("increment", &e),
+            }
+        }
+        let counter = shared.local_counters.get_with(key.clone(), || Arc::new(AtomicI64::new(0)));
+        counter.fetch_add(delta, Ordering::AcqRel) + delta
+    }
+
+    /// Per-level figures.
+    pub fn stats(&self) -> CacheStats {
+        self.shared.l1.run_pending_tasks();
+        self.shared.snapshot()
+    }
+
+    /// The `/status` section (name `cache`, target `cache_hit_ratio >= 0.85`).
+    pub fn status(&self) -> CacheStatus {
+        let weak = Arc::downgrade(&self.shared);
+        CacheStatus::new("cache", Arc::new(move || weak.upgrade().map(|s| s.snapshot()).unwrap_or_default()))
+    }
+
+    pub(crate) fn counters(&self) -> &Counters {
+        &self.shared.counters
+    }
+
+    /// The value in L2 only (fills L1 on a hit).
+    pub(crate) async fn get_remote(&self, key: &K) -> Option<V> {
+        self.shared.lookup_l2(key).await
+    }
+
+    /// Store without telling the other nodes (a fill after a miss: they hold no newer copy).
+    pub(crate) async fn fill(&self, key: K, value: V, options: EntryOptions) {
+        self.shared.store(key, value, options, false).await;
+    }
+
+    /// Run moka's pending maintenance (evictions, size accounting) now.
+    pub fn run_pending_tasks(&self) {
+        self.shared.l1.run_pending_tasks();
+    }
+}
