@@ -109,10 +109,6 @@ impl CachedResponse {
         self.0.headers.get(header::LAST_MODIFIED)
     }
 
-    pub(crate) fn has_validator(&self) -> bool {
-        self.etag().is_some() || self.last_modified().is_some()
-    }
-
     /// Whether a client's conditional request (`If-None-Match`, else `If-Modified-Since`) is
     /// satisfied by this response, so it may be answered 304.
     pub(crate) fn matches_conditional(&self, request: &HeaderMap) -> bool {
@@ -160,13 +156,10 @@ impl CachedResponse {
     }
 
     /// How long storage should keep it: freshness plus the windows in which a stale copy is
-    /// still of use.
+    /// still of use (revalidation, `max-stale`, `stale-while-revalidate`, `stale-if-error`).
     pub(crate) fn keep_for(&self, stale_retention: Duration) -> Duration {
         let s = &self.0;
-        let mut extra = s.stale_while_revalidate.max(s.stale_if_error);
-        if self.has_validator() {
-            extra = extra.max(stale_retention);
-        }
+        let extra = s.stale_while_revalidate.max(s.stale_if_error).max(stale_retention);
         (s.fresh_for + extra).saturating_sub(Duration::from_secs(s.initial_age)).max(Duration::from_millis(1))
     }
 }

@@ -28,7 +28,7 @@ pub type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync>;
 /// store_set_cookie = false      # store responses carrying Set-Cookie
 /// max_body_bytes = 1048576      # larger bodies stream through, uncached
 /// coalesce_timeout_ms = 5000    # how long a request waits for another's identical miss
-/// stale_retention_ms = 300000   # keep stale responses with validators this long, to revalidate
+/// stale_retention_ms = 300000   # keep stale responses this long (revalidation, max-stale)
 /// status_header = "x-cache"     # HIT | MISS | STALE | REVALIDATED
 /// ```
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -47,8 +47,8 @@ pub struct HttpCacheConfig {
     /// How long a request waits for a concurrent identical miss before calling the inner
     /// service itself, in milliseconds. Default: 5000.
     pub coalesce_timeout_ms: u64,
-    /// How long a stale response with a validator (ETag, Last-Modified) is kept for
-    /// revalidation, in milliseconds. Default: 300 000.
+    /// How long a response is kept past its freshness, for revalidation and for clients that
+    /// accept stale responses, in milliseconds. Default: 300 000.
     pub stale_retention_ms: u64,
     /// The response header telling how the cache answered. Default: `x-cache`.
     pub status_header: String,
@@ -224,7 +224,7 @@ impl CacheLayerBuilder {
         self
     }
 
-    /// How long stale responses with validators are kept for revalidation.
+    /// How long responses are kept past their freshness.
     pub fn stale_retention(mut self, keep: Duration) -> Self {
         self.config.stale_retention_ms = keep.as_millis() as u64;
         self

@@ -79,7 +79,7 @@ fn judge(entry: &CachedResponse, req: &Directives, now: Instant) -> Use {
     if req.max_stale.is_some_and(|max| staleness <= Duration::from_secs(max)) {
         return Use::StaleAccepted;
     }
-    if staleness <= entry.0.stale_while_revalidate {
+    if !entry.0.stale_while_revalidate.is_zero() && staleness <= entry.0.stale_while_revalidate {
         return Use::StaleWhileRevalidate;
     }
     Use::Revalidate

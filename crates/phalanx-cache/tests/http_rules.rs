@@ -1,0 +1,574 @@
+//! One test per RFC 9111 rule CacheLayer follows, through `tower::ServiceExt` with paused time.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{header, HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use phalanx_cache::{CacheLayer, CacheLayerBuilder};
+use tower::{Layer, Service, ServiceExt};
+
+type OriginFn = dyn Fn(&Request<Body>, usize) -> Response<Full<Bytes>> + Send + Sync;
+
+/// An origin whose answer is computed from the request and the call number (0-based).
+#[derive(Clone)]
+struct Origin {
+    calls: Arc<AtomicUsize>,
+    answer: Arc<OriginFn>,
+    delay: Duration,
+}
+
+impl Origin {
+    fn new(answer: impl Fn(&Request<Body>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Self {
+        Origin { calls: Arc::default(), answer: Arc::new(answer), delay: Duration::ZERO }
+    }
+
+    fn delayed(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+impl Service<Request<Body>> for Origin {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let n = self.calls.fetch_add(1, Ordering::SeqCst);
+        let response = (self.answer)(&req, n);
+        let delay = self.delay;
+        Box::pin(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            Ok(response)
+        })
+    }
+}
+
+fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_owned())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    for (n, v) in headers {
+        r.headers_mut().append(header::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    r
+}
+
+fn numbered(headers: &'static [(&'static str, &'static str)]) -> Origin {
+    Origin::new(move |_, n| reply(200, headers, &format!("v{n}")))
+}
+
+fn cache() -> CacheLayerBuilder {
+    CacheLayer::builder()
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+fn get_with(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut r = get(uri);
+    for (n, v) in headers {
+        r.headers_mut().append(header::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+    }
+    r
+}
+
+struct Seen {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Seen {
+    fn x_cache(&self) -> &str {
+        self.headers.get("x-cache").map_or("", |v| v.to_str().unwrap())
+    }
+    fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+    fn age(&self) -> Option<u64> {
+        self.headers.get(header::AGE).map(|v| v.to_str().unwrap().parse().unwrap())
+    }
+}
+
+async fn send<S>(svc: &S, req: Request<Body>) -> Seen
+where
+    S: Service<Request<Body>, Response = Response<phalanx_cache::http::CacheBody<Full<Bytes>>>, Error = Infallible>
+        + Clone,
+{
+    let response = svc.clone().oneshot(req).await.unwrap();
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Seen { status: parts.status, headers: parts.headers, body }
+}
+
+async fn sleep(secs: u64) {
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn stores_only_get_and_head_with_cacheable_status() {
+    let origin = Origin::new(|req, n| match req.uri().path() {
+        "/error" => reply(500, &[], &format!("e{n}")),
+        "/created" => reply(201, &[], &format!("c{n}")),
+        _ => reply(200, &[("cache-control", "max-age=60")], &format!("v{n}")),
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get("/a")).await.x_cache(), "MISS");
+    let hit = send(&svc, get("/a")).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "v0"));
+    let head = send(&svc, Request::head("/a").body(Body::empty()).unwrap()).await;
+    assert_eq!((head.x_cache(), head.body.len()), ("HIT", 0));
+    assert_eq!(head.headers[header::CONTENT_LENGTH], "2");
+    // No explicit freshness and not cacheable by default: not stored.
+    send(&svc, get("/error")).await;
+    assert_eq!(send(&svc, get("/error")).await.text(), "e2");
+    send(&svc, get("/created")).await;
+    assert_eq!(send(&svc, get("/created")).await.text(), "c4");
+    // OPTIONS is neither stored nor answered from storage.
+    let opt = send(&svc, Request::builder().method(Method::OPTIONS).uri("/a").body(Body::empty()).unwrap()).await;
+    assert_eq!(opt.text(), "v5");
+    assert_eq!(origin.calls(), 6);
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_store_and_private_responses_are_not_stored() {
+    let origin = Origin::new(|req, n| match req.uri().path() {
+        "/no-store" => reply(200, &[("cache-control", "no-store, max-age=60")], &format!("v{n}")),
+        _ => reply(200, &[("cache-control", "private, max-age=60")], &format!("v{n}")),
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    for path in ["/no-store", "/private"] {
+        send(&svc, get(path)).await;
+        assert_eq!(send(&svc, get(path)).await.x_cache(), "MISS", "{path}");
+    }
+    assert_eq!(origin.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn authorization_is_stored_only_when_the_response_allows_it() {
+    let origin = Origin::new(|req, n| match req.uri().path() {
+        "/public" => reply(200, &[("cache-control", "public, max-age=60")], &format!("v{n}")),
+        "/s-maxage" => reply(200, &[("cache-control", "s-maxage=60")], &format!("v{n}")),
+        "/must" => reply(200, &[("cache-control", "max-age=60, must-revalidate")], &format!("v{n}")),
+        _ => reply(200, &[("cache-control", "max-age=60")], &format!("v{n}")),
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let auth = [("authorization", "Bearer x")];
+    send(&svc, get_with("/plain", &auth)).await;
+    assert_eq!(send(&svc, get_with("/plain", &auth)).await.x_cache(), "MISS");
+    for path in ["/public", "/s-maxage", "/must"] {
+        send(&svc, get_with(path, &auth)).await;
+        assert_eq!(send(&svc, get_with(path, &auth)).await.x_cache(), "HIT", "{path}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn set_cookie_responses_are_not_stored_unless_configured() {
+    let headers: &[(&str, &str)] = &[("cache-control", "max-age=60"), ("set-cookie", "s=1")];
+    let svc = cache().build().unwrap().layer(numbered(headers));
+    send(&svc, get("/")).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
+    let svc = cache().store_set_cookie(true).build().unwrap().layer(numbered(headers));
+    send(&svc, get("/")).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn freshness_comes_from_s_maxage_then_max_age_then_expires() {
+    let origin = Origin::new(|req, n| match req.uri().path() {
+        "/s" => reply(200, &[("cache-control", "max-age=100, s-maxage=10")], &format!("v{n}")),
+        "/m" => reply(200, &[("cache-control", "max-age=20")], &format!("v{n}")),
+        _ => reply(
+            200,
+            &[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("expires", "Sun, 06 Nov 1994 08:50:07 GMT")],
+            &format!("v{n}"),
+        ),
+    });
+    let svc = cache().build().unwrap().layer(origin);
+    for path in ["/s", "/m", "/e"] {
+        send(&svc, get(path)).await;
+    }
+    sleep(9).await;
+    for path in ["/s", "/m", "/e"] {
+        assert_eq!(send(&svc, get(path)).await.x_cache(), "HIT", "{path} fresh at 9 s");
+    }
+    sleep(2).await;
+    assert_eq!(send(&svc, get("/s")).await.x_cache(), "MISS", "s-maxage=10 wins over max-age=100");
+    assert_eq!(send(&svc, get("/m")).await.x_cache(), "HIT");
+    sleep(10).await;
+    assert_eq!(send(&svc, get("/m")).await.x_cache(), "MISS", "max-age=20");
+    assert_eq!(send(&svc, get("/e")).await.x_cache(), "HIT", "Expires - Date = 30 s");
+    sleep(10).await;
+    assert_eq!(send(&svc, get("/e")).await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn heuristic_freshness_only_when_configured() {
+    let lm: &[(&str, &str)] =
+        &[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("last-modified", "Sun, 06 Nov 1994 07:49:37 GMT")];
+    let svc = cache().build().unwrap().layer(numbered(lm));
+    send(&svc, get("/")).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
+    let svc = cache().heuristic_freshness(true).build().unwrap().layer(numbered(lm));
+    send(&svc, get("/")).await;
+    sleep(359).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "HIT", "10 % of an hour");
+    sleep(2).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn age_is_set_on_every_served_response() {
+    let svc = cache().build().unwrap().layer(numbered(&[("cache-control", "max-age=60"), ("age", "5")]));
+    let miss = send(&svc, get("/")).await;
+    assert_eq!(miss.age(), Some(5));
+    sleep(3).await;
+    let hit = send(&svc, get("/")).await;
+    assert_eq!((hit.x_cache(), hit.age()), ("HIT", Some(8)));
+    sleep(52).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS", "age 60 reaches max-age");
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_directives_no_cache_max_age_min_fresh_are_honoured() {
+    let origin = numbered(&[("cache-control", "max-age=60")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    sleep(10).await;
+    assert_eq!(send(&svc, get_with("/", &[("cache-control", "no-cache")])).await.text(), "v1");
+    sleep(10).await;
+    assert_eq!(send(&svc, get_with("/", &[("cache-control", "max-age=5")])).await.text(), "v2");
+    assert_eq!(send(&svc, get_with("/", &[("cache-control", "max-age=5")])).await.x_cache(), "HIT");
+    sleep(50).await;
+    assert_eq!(send(&svc, get_with("/", &[("cache-control", "min-fresh=20")])).await.text(), "v3");
+    assert_eq!(origin.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_max_stale_accepts_stale_responses() {
+    let svc = cache().build().unwrap().layer(numbered(&[("cache-control", "max-age=10")]));
+    send(&svc, get("/")).await;
+    sleep(15).await;
+    let stale = send(&svc, get_with("/", &[("cache-control", "max-stale=10")])).await;
+    assert_eq!((stale.x_cache(), stale.text()), ("STALE", "v0"));
+    let any = send(&svc, get_with("/", &[("cache-control", "max-stale")])).await;
+    assert_eq!(any.x_cache(), "STALE");
+    assert_eq!(send(&svc, get_with("/", &[("cache-control", "max-stale=2")])).await.text(), "v1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_only_if_cached_answers_504_when_nothing_is_stored() {
+    let origin = numbered(&[("cache-control", "max-age=60")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let only = [("cache-control", "only-if-cached")];
+    assert_eq!(send(&svc, get_with("/", &only)).await.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(origin.calls(), 0);
+    send(&svc, get("/")).await;
+    assert_eq!(send(&svc, get_with("/", &only)).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn request_no_store_keeps_the_response_out_of_storage() {
+    let origin = numbered(&[("cache-control", "max-age=60")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get_with("/", &[("cache-control", "no-store")])).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn vary_key_holds_the_selected_request_headers() {
+    let origin = Origin::new(|req, _| {
+        let lang = req.headers().get("accept-language").map_or("none", |v| v.to_str().unwrap()).to_owned();
+        reply(200, &[("cache-control", "max-age=60"), ("vary", "Accept-Language")], &lang)
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let en = [("accept-language", "en")];
+    let fr = [("accept-language", "fr")];
+    assert_eq!(send(&svc, get_with("/", &en)).await.text(), "en");
+    assert_eq!(send(&svc, get_with("/", &fr)).await.text(), "fr");
+    let hit = send(&svc, get_with("/", &en)).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "en"));
+    let hit = send(&svc, get_with("/", &fr)).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "fr"));
+    assert_eq!(send(&svc, get("/")).await.text(), "none");
+    assert_eq!(origin.calls(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn vary_star_never_matches() {
+    let origin = numbered(&[("cache-control", "max-age=60"), ("vary", "*")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_entries_are_revalidated_with_if_none_match_and_a_304_refreshes_headers() {
+    let origin = Origin::new(|req, n| {
+        if req.headers().get(header::IF_NONE_MATCH).is_some_and(|v| v == "\"e1\"") {
+            return reply(304, &[("cache-control", "max-age=10"), ("x-version", "2")], "");
+        }
+        reply(200, &[("cache-control", "max-age=10"), ("etag", "\"e1\""), ("x-version", "1")], &format!("v{n}"))
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    sleep(11).await;
+    let revalidated = send(&svc, get("/")).await;
+    assert_eq!((revalidated.x_cache(), revalidated.text()), ("REVALIDATED", "v0"));
+    assert_eq!(revalidated.headers["x-version"], "2");
+    let hit = send(&svc, get("/")).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "v0"));
+    assert_eq!(hit.headers["x-version"], "2");
+    assert_eq!(origin.calls(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_entries_are_revalidated_with_if_modified_since() {
+    const LM: &str = "Sun, 06 Nov 1994 08:49:37 GMT";
+    let origin = Origin::new(|req, n| {
+        if req.headers().get(header::IF_MODIFIED_SINCE).is_some_and(|v| v == LM) {
+            return reply(304, &[("cache-control", "max-age=10")], "");
+        }
+        reply(200, &[("cache-control", "max-age=10"), ("last-modified", LM)], &format!("v{n}"))
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    sleep(11).await;
+    let r = send(&svc, get("/")).await;
+    assert_eq!((r.x_cache(), r.text()), ("REVALIDATED", "v0"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clients_conditional_request_is_answered_304_from_the_cache() {
+    let origin = numbered(&[
+        ("cache-control", "max-age=60"),
+        ("etag", "W/\"abc\""),
+        ("last-modified", "Sun, 06 Nov 1994 08:49:37 GMT"),
+    ]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    let r = send(&svc, get_with("/", &[("if-none-match", "\"x\", \"abc\"")])).await;
+    assert_eq!((r.status, r.x_cache(), r.body.len()), (StatusCode::NOT_MODIFIED, "HIT", 0));
+    let r = send(&svc, get_with("/", &[("if-none-match", "\"other\"")])).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = send(&svc, get_with("/", &[("if-modified-since", "Sun, 06 Nov 1994 09:00:00 GMT")])).await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_serves_stale_with_exactly_one_background_refresh() {
+    let origin =
+        numbered(&[("cache-control", "max-age=10, stale-while-revalidate=30")]).delayed(Duration::from_secs(1));
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    sleep(12).await;
+    for _ in 0..5 {
+        let r = send(&svc, get("/")).await;
+        assert_eq!((r.x_cache(), r.text()), ("STALE", "v0"));
+    }
+    sleep(2).await;
+    assert_eq!(origin.calls(), 2, "one refresh for five stale hits");
+    let r = send(&svc, get("/")).await;
+    assert_eq!((r.x_cache(), r.text()), ("HIT", "v1"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_if_error_serves_stale_on_server_errors() {
+    let origin = Origin::new(|_, n| {
+        if n == 0 {
+            reply(200, &[("cache-control", "max-age=10, stale-if-error=60")], "good")
+        } else {
+            reply(503, &[], "down")
+        }
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/")).await;
+    sleep(20).await;
+    let r = send(&svc, get("/")).await;
+    assert_eq!((r.status, r.x_cache(), r.text()), (StatusCode::OK, "STALE", "good"));
+    sleep(60).await;
+    assert_eq!(send(&svc, get("/")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsafe_methods_invalidate_the_target_uri_and_same_origin_locations() {
+    let origin = Origin::new(|req, n| match *req.method() {
+        Method::GET => reply(200, &[("cache-control", "max-age=60")], &format!("v{n}")),
+        Method::POST => {
+            reply(201, &[("location", "/items/2"), ("content-location", "http://other.example/items/3")], "")
+        }
+        Method::DELETE => reply(404, &[], ""),
+        _ => reply(204, &[], ""),
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    for path in ["/items/1", "/items/2", "/items/3"] {
+        send(&svc, get(path)).await;
+    }
+    let put = Request::put("/items/1").body(Body::empty()).unwrap();
+    send(&svc, put).await;
+    assert_eq!(send(&svc, get("/items/1")).await.x_cache(), "MISS");
+    let post = Request::post("/items").header("host", "api.example").body(Body::empty()).unwrap();
+    send(&svc, post).await;
+    assert_eq!(send(&svc, get("/items/2")).await.x_cache(), "MISS", "Location is purged");
+    assert_eq!(send(&svc, get("/items/3")).await.x_cache(), "HIT", "another origin's URI is not");
+    let delete = Request::delete("/items/3").body(Body::empty()).unwrap();
+    send(&svc, delete).await;
+    assert_eq!(send(&svc, get("/items/3")).await.x_cache(), "HIT", "an error response invalidates nothing");
+}
+
+#[tokio::test(start_paused = true)]
+async fn default_ttl_and_key_function_apply_to_handlers_without_caching_headers() {
+    let origin = numbered(&[]);
+    let svc = cache()
+        .default_ttl(Duration::from_secs(5))
+        .key_fn(|uri, _| Some(uri.path().to_owned()))
+        .build()
+        .unwrap()
+        .layer(origin.clone());
+    send(&svc, get("/a?x=1")).await;
+    let hit = send(&svc, get("/a?x=2")).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "v0"), "the key ignores the query");
+    sleep(6).await;
+    assert_eq!(send(&svc, get("/a")).await.x_cache(), "MISS");
+    // Handlers that do send caching headers are not overridden.
+    let svc =
+        cache().default_ttl(Duration::from_secs(5)).build().unwrap().layer(numbered(&[("cache-control", "no-store")]));
+    send(&svc, get("/")).await;
+    assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn bodies_over_the_size_cap_stream_through_uncached() {
+    #[derive(Clone)]
+    struct Streaming(Arc<AtomicUsize>);
+    impl Service<Request<Body>> for Streaming {
+        type Response = Response<
+            StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<http_body::Frame<Bytes>, Infallible>>>>,
+        >;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Infallible>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _: Request<Body>) -> Self::Future {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            let frames: Vec<_> = (0..8u8).map(|i| Ok(http_body::Frame::data(Bytes::from(vec![i; 100])))).collect();
+            let mut r = Response::new(StreamBody::new(futures_util::stream::iter(frames)));
+            r.headers_mut().insert(header::CACHE_CONTROL, "max-age=60".parse().unwrap());
+            std::future::ready(Ok(r))
+        }
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = cache().max_body_bytes(350).build().unwrap().layer(Streaming(calls.clone()));
+    for _ in 0..2 {
+        let r = svc.clone().oneshot(get("/big")).await.unwrap();
+        assert_eq!(r.headers()["x-cache"], "MISS");
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len(), 800);
+        assert_eq!(&body[700..], &[7u8; 100]);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn x_cache_reports_and_purge_by_key_and_by_tag_remove_entries() {
+    let origin = Origin::new(|req, n| {
+        let tag = if req.uri().path() == "/a" { "item:a items" } else { "item:b, items" };
+        reply(200, &[("cache-control", "max-age=60"), ("cache-tag", tag)], &format!("v{n}"))
+    });
+    let layer = cache().build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    for path in ["/a", "/b"] {
+        assert_eq!(send(&svc, get(path)).await.x_cache(), "MISS");
+        assert_eq!(send(&svc, get(path)).await.x_cache(), "HIT");
+    }
+    layer.purge("/a").await;
+    assert_eq!(send(&svc, get("/a")).await.x_cache(), "MISS");
+    assert_eq!(send(&svc, get("/b")).await.x_cache(), "HIT");
+    layer.purge_tag("item:b").await;
+    assert_eq!(send(&svc, get("/b")).await.x_cache(), "MISS");
+    layer.purge_tag("items").await;
+    assert_eq!(send(&svc, get("/a")).await.x_cache(), "MISS");
+    assert_eq!(send(&svc, get("/b")).await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_misses_for_one_key_make_one_inner_call() {
+    let origin = numbered(&[("cache-control", "max-age=60")]).delayed(Duration::from_millis(100));
+    let layer = cache().build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            tokio::spawn({
+                let svc = svc.clone();
+                async move { send(&svc, get("/hot")).await.text().to_owned() }
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "v0");
+    }
+    assert_eq!(origin.calls(), 1);
+    assert_eq!(layer.status().stats().http.coalesced, 49);
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_give_up_after_the_coalescing_timeout_and_call_the_inner_service() {
+    let origin = numbered(&[("cache-control", "max-age=60")]).delayed(Duration::from_secs(10));
+    let layer = cache().coalesce_timeout(Duration::from_secs(1)).build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    let leader = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, get("/slow")).await }
+    });
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let follower = send(&svc, get("/slow")).await;
+    assert_eq!(origin.calls(), 2, "the follower called the origin itself");
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    assert!(started.elapsed() < Duration::from_secs(12), "it waited 1 s, not for the leader's 10 s");
+    assert_eq!(follower.x_cache(), "MISS");
+    leader.await.unwrap();
+    assert!(layer.status().stats().http.misses >= 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_concurrent_requests_for_one_cold_key_make_one_inner_call() {
+    let origin = numbered(&[("cache-control", "max-age=60")]).delayed(Duration::from_millis(50));
+    let layer = cache().build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10_000 {
+        let svc = svc.clone();
+        tasks.spawn(async move { svc.oneshot(get("/cold")).await.unwrap().status() });
+    }
+    while let Some(status) = tasks.join_next().await {
+        assert_eq!(status.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(origin.calls(), 1);
+    let stats = layer.status().stats();
+    assert_eq!(stats.http.misses, 1);
+    assert!(stats.http.coalesced > 0);
+}
