@@ -102,6 +102,10 @@ impl BreakerConfig {
         slow_call_rate_threshold: f64;
         /// Set [`BreakerConfig::slow_call_duration`].
         slow_call_duration: Duration;
+        /// Set [`BreakerConfig::sliding_window_type`].
+        sliding_window_type: WindowType;
+        /// Set [`BreakerConfig::sliding_window_size`].
+        sliding_window_size: u32;
         /// Set [`BreakerConfig::minimum_number_of_calls`].
         minimum_number_of_calls: u32;
         /// Set [`BreakerConfig::permitted_calls_in_half_open`].

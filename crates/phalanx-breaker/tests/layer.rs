@@ -1,0 +1,242 @@
+//! `CircuitBreakerLayer` on axum routes, the registry's metrics and its `/status` section.
+
+use std::{
+    sync::{
+        atomic::{AtomicU16, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{body::Body, extract::State as Extract, http::StatusCode, routing::get, Router};
+use http::{header, Request};
+use http_body_util::BodyExt;
+use opentelemetry::metrics::MeterProvider;
+use opentelemetry_sdk::metrics::{
+    data::{AggregatedMetrics, MetricData},
+    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
+};
+use phalanx_breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer, State};
+use phalanx_core::{problem::types, StatusSource};
+use tower::ServiceExt;
+
+#[derive(Clone, Default)]
+struct Upstream {
+    status: Arc<AtomicU16>,
+    calls: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    fn set(&self, status: StatusCode) {
+        self.status.store(status.as_u16(), Ordering::SeqCst);
+    }
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
+async fn handler(Extract(up): Extract<Upstream>) -> StatusCode {
+    up.calls.fetch_add(1, Ordering::SeqCst);
+    StatusCode::from_u16(up.status.load(Ordering::SeqCst)).unwrap_or(StatusCode::OK)
+}
+
+fn config() -> BreakerConfig {
+    BreakerConfig::default()
+        .count_based_window(4)
+        .minimum_number_of_calls(4)
+        .permitted_calls_in_half_open(2)
+        .wait_in_open(Duration::from_secs(30))
+}
+
+fn app(registry: &BreakerRegistry, up: &Upstream) -> Router {
+    up.set(StatusCode::OK);
+    Router::new()
+        .route("/items/{id}", get(handler))
+        .route("/other", get(handler))
+        .route_layer(CircuitBreakerLayer::per_route(registry.clone()))
+        .with_state(up.clone())
+}
+
+async fn get_status(app: &Router, path: &str) -> StatusCode {
+    app.clone().oneshot(Request::get(path).body(Body::empty()).unwrap()).await.unwrap().status()
+}
+
+#[tokio::test(start_paused = true)]
+async fn open_route_answers_503_problem_with_retry_after_without_calling_the_handler() {
+    let registry = BreakerRegistry::new(config());
+    let up = Upstream::default();
+    let app = app(&registry, &up);
+
+    up.set(StatusCode::INTERNAL_SERVER_ERROR);
+    for id in 0..4 {
+        assert_eq!(get_status(&app, &format!("/items/{id}")).await, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(registry.get("/items/{id}").unwrap().state(), State::Open, "one breaker per route template");
+    assert_eq!(up.calls(), 4);
+
+    tokio::time::advance(Duration::from_millis(10_500)).await;
+    let res = app.clone().oneshot(Request::get("/items/9").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(res.headers()[header::RETRY_AFTER], "20", "the rest of the wait, rounded up");
+    let doc: serde_json::Value = serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(doc["type"], types::CIRCUIT_OPEN);
+    assert_eq!(doc["breaker"], "/items/{id}");
+    assert_eq!(doc["state"], "open");
+    assert_eq!(up.calls(), 4, "the handler was not called");
+
+    // Another route has its own breaker, still closed.
+    assert_eq!(get_status(&app, "/other").await, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(up.calls(), 5);
+
+    // After the wait, two healthy probes close the breaker again.
+    up.set(StatusCode::OK);
+    tokio::time::advance(Duration::from_secs(20)).await;
+    assert_eq!(get_status(&app, "/items/1").await, StatusCode::OK);
+    assert_eq!(get_status(&app, "/items/2").await, StatusCode::OK);
+    assert_eq!(registry.get("/items/{id}").unwrap().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn client_errors_do_not_trip_by_default() {
+    let registry = BreakerRegistry::new(config());
+    let up = Upstream::default();
+    let app = app(&registry, &up);
+    up.set(StatusCode::NOT_FOUND);
+    for _ in 0..10 {
+        assert_eq!(get_status(&app, "/other").await, StatusCode::NOT_FOUND);
+    }
+    let breaker = registry.get("/other").unwrap();
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.snapshot().failure_rate, Some(0.0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fixed_breaker_guards_a_whole_router_and_inner_errors_fail() {
+    let breaker = CircuitBreaker::new("db", config()).unwrap();
+    let failing = tower::service_fn(|_req: Request<Body>| async {
+        Err::<http::Response<Body>, _>(std::io::Error::other("connection reset"))
+    });
+    let svc = tower::Layer::layer(&CircuitBreakerLayer::new(breaker.clone()), failing);
+    for _ in 0..4 {
+        assert!(svc.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.is_err());
+    }
+    assert_eq!(breaker.state(), State::Open);
+    let res = svc.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_handler_cancelled_by_an_outer_timeout_counts_as_a_failure() {
+    let breaker = CircuitBreaker::new("slow", config()).unwrap();
+    let app: Router = Router::new()
+        .route(
+            "/",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                StatusCode::OK
+            }),
+        )
+        .layer(CircuitBreakerLayer::new(breaker.clone()));
+    for _ in 0..4 {
+        let call = app.clone().oneshot(Request::get("/").body(Body::empty()).unwrap());
+        assert!(tokio::time::timeout(Duration::from_secs(1), call).await.is_err());
+    }
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.call_counts().failure, 4);
+}
+
+struct Metrics {
+    provider: SdkMeterProvider,
+    exporter: InMemoryMetricExporter,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let exporter = InMemoryMetricExporter::default();
+        let reader = PeriodicReader::builder(exporter.clone()).build();
+        Metrics { provider: SdkMeterProvider::builder().with_reader(reader).build(), exporter }
+    }
+
+    /// Every data point of an instrument, as (attributes, value).
+    fn points(&self, name: &str) -> Vec<(Vec<(String, String)>, u64)> {
+        self.exporter.reset();
+        self.provider.force_flush().unwrap();
+        let all = self.exporter.get_finished_metrics().unwrap();
+        let mut out = Vec::new();
+        for m in all.iter().flat_map(|r| r.scope_metrics()).flat_map(|s| s.metrics()).filter(|m| m.name() == name) {
+            let attrs = |it: &mut dyn Iterator<Item = &opentelemetry::KeyValue>| {
+                let mut v: Vec<(String, String)> = it.map(|kv| (kv.key.to_string(), kv.value.to_string())).collect();
+                v.sort();
+                v
+            };
+            match m.data() {
+                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
+                    out.extend(sum.data_points().map(|p| (attrs(&mut p.attributes()), p.value())))
+                }
+                AggregatedMetrics::U64(MetricData::Gauge(g)) => {
+                    out.extend(g.data_points().map(|p| (attrs(&mut p.attributes()), p.value())))
+                }
+                other => panic!("unexpected data for {name}: {other:?}"),
+            }
+        }
+        out
+    }
+
+    fn value(&self, name: &str, attrs: &[(&str, &str)]) -> Option<u64> {
+        let mut want: Vec<(String, String)> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        want.sort();
+        self.points(name).into_iter().find(|(a, _)| *a == want).map(|(_, v)| v)
+    }
+}
+
+#[tokio::test]
+async fn registry_exports_state_and_calls_by_outcome_and_reports_status() {
+    let metrics = Metrics::new();
+    let registry = BreakerRegistry::builder(config()).meter(metrics.provider.meter("test")).build().unwrap();
+    let up = Upstream::default();
+    let app = app(&registry, &up);
+    assert_eq!(get_status(&app, "/other").await, StatusCode::OK);
+    up.set(StatusCode::BAD_GATEWAY);
+    for _ in 0..3 {
+        get_status(&app, "/other").await;
+    }
+    assert_eq!(get_status(&app, "/other").await, StatusCode::SERVICE_UNAVAILABLE);
+
+    use phalanx_core::names::{BREAKER_CALLS, BREAKER_STATE};
+    let calls = |outcome| metrics.value(BREAKER_CALLS, &[("breaker", "/other"), ("outcome", outcome)]);
+    assert_eq!(calls("success"), Some(1));
+    assert_eq!(calls("failure"), Some(3));
+    assert_eq!(calls("rejected"), Some(1));
+    assert_eq!(calls("slow_success"), Some(0));
+    assert_eq!(metrics.value(BREAKER_STATE, &[("breaker", "/other")]), Some(1));
+
+    registry.get("/other").unwrap().force_open();
+    assert_eq!(metrics.value(BREAKER_STATE, &[("breaker", "/other")]), Some(3));
+
+    let report = registry.report();
+    assert_eq!(registry.name(), "breakers");
+    assert_eq!(report["/other"]["state"], "forced_open");
+    assert_eq!(report["/other"]["calls"]["failure"], 3);
+    assert!(report["/other"].get("failure_rate").is_some());
+    let targets = registry.targets();
+    assert_eq!(targets.len(), 1);
+    assert_eq!(targets[0].met, Some(false));
+}
+
+#[test]
+fn per_name_configuration_and_invalid_configuration() {
+    let registry = BreakerRegistry::builder(config())
+        .config_for("payments:443", config().failure_rate_threshold(10.0))
+        .build()
+        .unwrap();
+    assert_eq!(registry.get_or_create("payments:443").config().failure_rate_threshold, 10.0);
+    assert_eq!(registry.get_or_create("other:80").config().failure_rate_threshold, 50.0);
+    assert_eq!(registry.breakers().len(), 2);
+
+    let err =
+        BreakerRegistry::builder(config()).config_for("bad", config().sliding_window_size(0)).build().unwrap_err();
+    assert!(err.to_string().contains("breaker 'bad'") && err.to_string().contains("sliding_window_size"), "{err}");
+    let panic = std::panic::catch_unwind(|| BreakerRegistry::new(config().minimum_number_of_calls(0)));
+    assert!(panic.is_err());
+}
