@@ -45,7 +45,7 @@ mod status;
 pub use db::{Db, DbPool, DbPoolBuilder, DbPoolConfig};
 pub use health::{Health, HealthConfig, HealthSnapshot};
 pub use http_client::{
-    Http, HttpClient, HttpClientBuilder, HttpClientConfig, RetryBudget, ATTR_SERVER_ADDRESS,
+    Http, HttpClient, HttpClientBuilder, HttpClientConfig, RetryBudget, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT,
     HTTP_CLIENT_ACTIVE_REQUESTS, HTTP_CLIENT_REQUEST_DURATION,
 };
 pub use metrics::{Occupancy, ATTR_REASON, POOL_COMMAND_DURATION, POOL_ERRORS, POOL_HEALTH};

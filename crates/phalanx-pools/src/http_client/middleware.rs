@@ -18,7 +18,9 @@ use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 use tokio::time::Instant;
 
-use super::{HttpShared, ATTR_SERVER_ADDRESS, HTTP_CLIENT_ACTIVE_REQUESTS, HTTP_CLIENT_REQUEST_DURATION};
+use super::{
+    HttpShared, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, HTTP_CLIENT_ACTIVE_REQUESTS, HTTP_CLIENT_REQUEST_DURATION,
+};
 use crate::metrics::LatencyStats;
 
 /// `error.type`: why an attempt got no response.
@@ -47,10 +49,11 @@ impl Instruments {
     }
 }
 
-/// Figures of one upstream host.
+/// Figures of one upstream `host:port`.
 #[derive(Debug)]
 pub(crate) struct HostStats {
     address: KeyValue,
+    port: KeyValue,
     requests: AtomicU64,
     errors: AtomicU64,
     in_flight: AtomicU64,
@@ -60,9 +63,10 @@ pub(crate) struct HostStats {
 }
 
 impl HostStats {
-    pub(crate) fn new(host: &str) -> Self {
+    pub(crate) fn new(url: &reqwest::Url) -> Self {
         HostStats {
-            address: KeyValue::new(ATTR_SERVER_ADDRESS, host.to_owned()),
+            address: KeyValue::new(ATTR_SERVER_ADDRESS, url.host_str().unwrap_or("unknown").to_owned()),
+            port: KeyValue::new(ATTR_SERVER_PORT, i64::from(url.port_or_known_default().unwrap_or(0))),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
@@ -82,10 +86,6 @@ impl HostStats {
             "duration": self.duration.report(),
         })
     }
-}
-
-fn host_of(req: &Request) -> String {
-    req.url().host_str().unwrap_or("unknown").to_owned()
 }
 
 /// GET, HEAD, OPTIONS, TRACE, PUT and DELETE may be sent twice with the effect of once
@@ -135,7 +135,7 @@ impl Middleware for RetryMiddleware {
             if !is_retryable(&result) {
                 return result;
             }
-            let stats = self.shared.host(&host_of(&again));
+            let stats = self.shared.upstream(again.url());
             if !budget.withdraw() {
                 stats.retries_denied.fetch_add(1, Ordering::Relaxed);
                 return result;
@@ -165,7 +165,7 @@ impl MetricsMiddleware {
 struct Active<'a> {
     stats: &'a HostStats,
     active: &'a UpDownCounter<i64>,
-    attrs: [KeyValue; 2],
+    attrs: [KeyValue; 3],
 }
 
 impl Drop for Active<'_> {
@@ -187,9 +187,13 @@ fn method_label(method: &Method) -> String {
 #[async_trait::async_trait]
 impl Middleware for MetricsMiddleware {
     async fn handle(&self, req: Request, extensions: &mut Extensions, next: Next<'_>) -> Result<Response> {
-        let stats = self.shared.host(&host_of(&req));
+        let stats = self.shared.upstream(req.url());
         let instruments = &self.shared.instruments;
-        let attrs = [stats.address.clone(), KeyValue::new(attr::HTTP_REQUEST_METHOD, method_label(req.method()))];
+        let attrs = [
+            stats.address.clone(),
+            stats.port.clone(),
+            KeyValue::new(attr::HTTP_REQUEST_METHOD, method_label(req.method())),
+        ];
         stats.requests.fetch_add(1, Ordering::Relaxed);
         stats.in_flight.fetch_add(1, Ordering::Relaxed);
         instruments.active.add(1, &attrs);
@@ -216,8 +220,8 @@ impl Middleware for MetricsMiddleware {
                 KeyValue::new(ATTR_ERROR_TYPE, kind)
             }
         };
-        let [address, method] = attrs;
-        instruments.duration.record(took.as_secs_f64(), &[address, method, outcome]);
+        let [address, port, method] = attrs;
+        instruments.duration.record(took.as_secs_f64(), &[address, port, method, outcome]);
         stats.duration.record(took);
         result
     }

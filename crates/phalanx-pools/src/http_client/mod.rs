@@ -1,5 +1,5 @@
 //! The [`Http`] extractor: one shared reqwest-middleware client with a bounded connection
-//! pool, per-host metrics, retries of idempotent requests within a [`RetryBudget`], and a slot
+//! pool, per-upstream metrics, retries of idempotent requests within a [`RetryBudget`], and a slot
 //! for the per-host circuit breaker middleware.
 
 mod budget;
@@ -16,6 +16,7 @@ use reqwest_middleware::{ClientWithMiddleware, Middleware};
 pub use budget::RetryBudget;
 
 use crate::{health::Health, status::PoolReport, BuildError};
+
 use middleware::{HostStats, Instruments, MetricsMiddleware, RetryMiddleware};
 
 /// `http.client.request.duration` (OpenTelemetry semantic conventions), seconds, histogram,
@@ -26,6 +27,8 @@ pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
 pub const HTTP_CLIENT_ACTIVE_REQUESTS: &str = "http.client.active_requests";
 /// The `server.address` attribute key: the upstream host.
 pub const ATTR_SERVER_ADDRESS: &str = "server.address";
+/// The `server.port` attribute key: the upstream port.
+pub const ATTR_SERVER_PORT: &str = "server.port";
 
 /// Configuration of an [`HttpClient`]. Serde form (all fields optional):
 ///
@@ -125,11 +128,14 @@ pub(crate) struct HttpShared {
 }
 
 impl HttpShared {
-    pub(crate) fn host(&self, host: &str) -> Arc<HostStats> {
-        if let Some(stats) = self.hosts.read().get(host) {
+    /// The figures of the request's upstream `host:port`.
+    pub(crate) fn upstream(&self, url: &reqwest::Url) -> Arc<HostStats> {
+        let key = phalanx_breaker::upstream_key(url);
+        if let Some(stats) = self.hosts.read().get(&key) {
             return Arc::clone(stats);
         }
-        Arc::clone(self.hosts.write().entry(host.to_owned()).or_insert_with(|| Arc::new(HostStats::new(host))))
+        let mut hosts = self.hosts.write();
+        Arc::clone(hosts.entry(key).or_insert_with(|| Arc::new(HostStats::new(url))))
     }
 }
 
@@ -161,6 +167,12 @@ impl HttpClientBuilder {
     pub fn middleware(mut self, middleware: impl Middleware) -> Self {
         self.middlewares.push(Arc::new(middleware));
         self
+    }
+
+    /// Send every attempt through the per-upstream (`host:port`) circuit breakers of
+    /// `registry`: an open breaker fails the request at once, and that refusal is not retried.
+    pub fn breaker(self, registry: phalanx_breaker::BreakerRegistry) -> Self {
+        self.middleware(phalanx_breaker::BreakerMiddleware::new(registry))
     }
 
     /// Build the client.
@@ -213,10 +225,10 @@ impl HttpClient {
         &self.shared.budget
     }
 
-    /// Per-host figures: requests (attempts), errors, retries, retries refused by the budget,
-    /// in flight, duration.
-    pub fn host_report(&self, host: &str) -> Option<serde_json::Value> {
-        self.shared.hosts.read().get(host).map(|h| h.report())
+    /// Figures of one upstream `host:port` (the breaker's key): requests (attempts), errors,
+    /// retries, retries refused by the budget, in flight, duration.
+    pub fn upstream_report(&self, upstream: &str) -> Option<serde_json::Value> {
+        self.shared.hosts.read().get(upstream).map(|h| h.report())
     }
 }
 

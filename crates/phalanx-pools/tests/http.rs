@@ -1,0 +1,172 @@
+//! The Http client against a local upstream that counts the hits it receives.
+
+mod common;
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use axum::{extract::FromRef, routing::get, Router};
+use common::{get as request, Metrics};
+use http::StatusCode;
+use opentelemetry::KeyValue;
+use phalanx_breaker::{BreakerConfig, BreakerRegistry};
+use phalanx_pools::{Http, HttpClient, HttpClientConfig, ATTR_SERVER_ADDRESS, HTTP_CLIENT_REQUEST_DURATION};
+
+/// An upstream on a free port: `/fail` always 503, `/flaky` 503 twice then 200, `/ok` 200.
+async fn upstream() -> (SocketAddr, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let flaky = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&hits);
+    let app = Router::new()
+        .route(
+            "/fail",
+            get(|| async { StatusCode::SERVICE_UNAVAILABLE }).post(|| async { StatusCode::SERVICE_UNAVAILABLE }),
+        )
+        .route(
+            "/flaky",
+            get(move || {
+                let n = flaky.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    } else {
+                        StatusCode::OK
+                    }
+                }
+            }),
+        )
+        .route("/ok", get(|| async { "upstream ok" }))
+        .layer(axum::middleware::from_fn(move |req, next: axum::middleware::Next| {
+            count.fetch_add(1, Ordering::SeqCst);
+            next.run(req)
+        }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+fn config() -> HttpClientConfig {
+    HttpClientConfig {
+        max_retries: 3,
+        retry_backoff_ms: 1,
+        retry_budget_ratio: 0.2,
+        retry_budget_reserve: 5,
+        ..HttpClientConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn retries_against_a_failing_upstream_never_exceed_the_budget() {
+    let (addr, hits) = upstream().await;
+    let client = HttpClient::new(config()).unwrap();
+    let requests = 100;
+    for _ in 0..requests {
+        let res = client.get(format!("http://{addr}/fail")).send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    let hits = hits.load(Ordering::SeqCst);
+    // Without a budget, 3 retries each would make 400 hits; the budget allows the reserve (5)
+    // plus 20 % of the requests.
+    let ceiling = requests + 5 + requests / 5;
+    assert!(hits <= ceiling, "{hits} upstream hits > budget ceiling {ceiling}");
+    assert!(hits >= requests + requests / 5, "retries should use the budget: {hits} hits");
+    let report = client.upstream_report(&addr.to_string()).unwrap();
+    assert_eq!(report["requests"], hits);
+    assert!(report["retries_denied"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn non_idempotent_requests_are_never_retried() {
+    let (addr, hits) = upstream().await;
+    let client = HttpClient::new(config()).unwrap();
+    for _ in 0..20 {
+        let res = client.post(format!("http://{addr}/fail")).body("order").send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), 20);
+    assert_eq!(client.upstream_report(&addr.to_string()).unwrap()["retries"], 0);
+}
+
+#[tokio::test]
+async fn an_idempotent_request_is_retried_until_the_upstream_answers() {
+    let (addr, hits) = upstream().await;
+    let client = HttpClient::new(config()).unwrap();
+    let res = client.get(format!("http://{addr}/flaky")).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(hits.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_within_the_budget_and_counted_per_upstream() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let metrics = Metrics::new();
+    let client = HttpClient::builder(config()).meter(metrics.meter()).build().unwrap();
+    let err = client.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap_err();
+    assert!(err.is_connect(), "{err}");
+    let report = client.upstream_report(&format!("127.0.0.1:{port}")).unwrap();
+    assert_eq!(report["requests"], 4, "1 attempt + 3 retries");
+    assert_eq!(report["errors"], 4);
+    assert_eq!(report["in_flight"], 0);
+    let label = KeyValue::new(ATTR_SERVER_ADDRESS, "127.0.0.1");
+    assert!(metrics.histogram_count(HTTP_CLIENT_REQUEST_DURATION, &label) >= 4);
+}
+
+#[tokio::test]
+async fn an_open_breaker_stops_calls_and_its_refusals_are_not_retried() {
+    let (addr, hits) = upstream().await;
+    let breaker = BreakerConfig::default()
+        .count_based_window(10)
+        .minimum_number_of_calls(10)
+        .failure_rate_threshold(50.0)
+        .wait_in_open(Duration::from_secs(60));
+    let registry = BreakerRegistry::new(breaker);
+    let client = HttpClient::builder(config()).breaker(registry).build().unwrap();
+    let url = format!("http://{addr}/fail");
+    let mut opened = false;
+    for _ in 0..20 {
+        if let Err(err) = client.get(&url).send().await {
+            assert!(matches!(err, reqwest_middleware::Error::Middleware(_)), "{err}");
+            opened = true;
+            break;
+        }
+    }
+    assert!(opened, "the breaker should open on a failing upstream");
+    let report = |key: &str| client.upstream_report(&addr.to_string()).unwrap()[key].as_u64().unwrap();
+    let (hits_before, retries_before) = (hits.load(Ordering::SeqCst), report("retries"));
+    assert!(hits_before >= 10);
+    for _ in 0..10 {
+        let err = client.get(&url).send().await.unwrap_err();
+        assert!(matches!(err, reqwest_middleware::Error::Middleware(_)), "{err}");
+    }
+    assert_eq!(hits.load(Ordering::SeqCst), hits_before, "an open breaker lets nothing through");
+    assert_eq!(report("retries"), retries_before, "a breaker refusal is not retried");
+}
+
+#[derive(Clone, FromRef)]
+struct AppState {
+    http: HttpClient,
+    upstream: SocketAddr,
+}
+
+#[tokio::test]
+async fn the_http_extractor_hands_out_the_shared_client() {
+    let (addr, _) = upstream().await;
+    let state = AppState { http: HttpClient::new(config()).unwrap(), upstream: addr };
+    let app = Router::new()
+        .route(
+            "/",
+            get(|Http(client): Http, axum::extract::State(upstream): axum::extract::State<SocketAddr>| async move {
+                client.get(format!("http://{upstream}/ok")).send().await.unwrap().text().await.unwrap()
+            }),
+        )
+        .with_state(state);
+    let (status, _, body, _) = request(&app, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "upstream ok"));
+}
