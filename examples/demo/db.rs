@@ -1,0 +1,127 @@
+//! The catalog in SQL: one schema and one set of queries for SQLite (the embedded default)
+//! and PostgreSQL, through sqlx's `Any` driver.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sqlx::{any::AnyPoolOptions, AnyPool, Row};
+
+/// A catalog item.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Item {
+    pub(crate) id: i64,
+    pub(crate) name: String,
+    pub(crate) price_cents: i64,
+    pub(crate) stock: i64,
+    pub(crate) version: i64,
+    pub(crate) updated_at: i64,
+}
+
+/// The fields a `PUT /items/{id}` may change.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ItemUpdate {
+    pub(crate) name: String,
+    pub(crate) price_cents: i64,
+    pub(crate) stock: i64,
+}
+
+impl ItemUpdate {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.len() > 200 {
+            return Err("name must be 1 to 200 bytes".into());
+        }
+        if self.price_cents < 0 || self.stock < 0 {
+            return Err("price_cents and stock must not be negative".into());
+        }
+        Ok(())
+    }
+}
+
+const COLUMNS: &str = "id, name, price_cents, stock, version, updated_at";
+
+fn item_from_row(row: &sqlx::any::AnyRow) -> Result<Item, sqlx::Error> {
+    Ok(Item {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        price_cents: row.try_get("price_cents")?,
+        stock: row.try_get("stock")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A pool options object sized for the backend: SQLite serialises writers, so a handful of
+/// connections serve best; PostgreSQL gets a pool sized by Little's law (see the README).
+pub(crate) fn pool_options(url: &str) -> AnyPoolOptions {
+    let max = if url.starts_with("sqlite") { 8 } else { 32 };
+    AnyPoolOptions::new().max_connections(max).min_connections(2)
+}
+
+/// Apply the migrations in `examples/demo/migrations`.
+pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/migrations");
+    let migrator = sqlx::migrate::Migrator::new(dir).await?;
+    migrator.run(pool).await?;
+    Ok(())
+}
+
+/// Seed `count` items into an empty catalog, in one statement (a recursive CTE both
+/// backends understand). Returns how many were inserted.
+pub(crate) async fn seed(pool: &AnyPool, count: i64) -> Result<u64, sqlx::Error> {
+    let existing: i64 = sqlx::query("SELECT COUNT(*) AS n FROM items").fetch_one(pool).await?.try_get("n")?;
+    if existing > 0 || count <= 0 {
+        return Ok(0);
+    }
+    let sql = format!(
+        "WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {count}) \
+         INSERT INTO items ({COLUMNS}) \
+         SELECT n, 'item-' || CAST(n AS TEXT), 100 + (n * 7919) % 100000, (n * 31) % 1000, 1, {now} FROM seq",
+        now = now_millis()
+    );
+    let done = sqlx::query(&sql).execute(pool).await?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn get_item(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Option<Item>, sqlx::Error> {
+    let row =
+        sqlx::query(&format!("SELECT {COLUMNS} FROM items WHERE id = $1")).bind(id).fetch_optional(&mut *conn).await?;
+    row.as_ref().map(item_from_row).transpose()
+}
+
+pub(crate) async fn list_items(
+    conn: &mut sqlx::AnyConnection,
+    page: i64,
+    per_page: i64,
+) -> Result<Vec<Item>, sqlx::Error> {
+    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"))
+        .bind((page - 1) * per_page)
+        .bind(per_page)
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.iter().map(item_from_row).collect()
+}
+
+pub(crate) async fn update_item(
+    conn: &mut sqlx::AnyConnection,
+    id: i64,
+    update: &ItemUpdate,
+) -> Result<Option<Item>, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE items SET name = $1, price_cents = $2, stock = $3, version = version + 1, updated_at = $4 WHERE id = $5",
+    )
+    .bind(&update.name)
+    .bind(update.price_cents)
+    .bind(update.stock)
+    .bind(now_millis())
+    .bind(id)
+    .execute(&mut *conn)
+    .await?;
+    if done.rows_affected() == 0 {
+        return Ok(None);
+    }
+    get_item(conn, id).await
+}
