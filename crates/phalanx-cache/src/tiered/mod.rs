@@ -583,6 +583,12 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         &self.shared.node_id
     }
 
+    /// Whether this node's L1 is known to hear every invalidation: true without L2, and with L2
+    /// while the invalidation channel is subscribed and Redis answers.
+    pub fn is_coherent(&self) -> bool {
+        self.shared.incoherent_since.load(Ordering::Acquire) == 0
+    }
+
     /// Whether an L2 (Redis) is configured.
     pub fn has_l2(&self) -> bool {
         self.shared.l2.is_some()

@@ -1,0 +1,124 @@
+//! TieredCache against a real Redis: two nodes sharing L2 and invalidations, and a Redis that
+//! goes away and comes back.
+
+use std::time::{Duration, Instant};
+
+use phalanx_cache::{EntryOptions, TieredCache};
+use phalanx_core::{
+    redis::RedisSettings,
+    testing::{redis_url, skip, unique_prefix, RedisServer},
+};
+
+type Node = TieredCache<String, String>;
+
+fn node(url: &str, namespace: &str, id: &str) -> Node {
+    let settings = RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(url) };
+    TieredCache::builder()
+        .redis(settings)
+        .namespace(namespace)
+        .node_id(id)
+        .outage_l1_ttl(Duration::from_millis(200))
+        .build()
+        .unwrap()
+}
+
+async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !check() {
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    started.elapsed()
+}
+
+async fn coherent(nodes: &[&Node]) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3) {
+        if nodes.iter().all(|n| n.is_coherent()) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_l2_and_see_each_others_invalidations() {
+    let ns = unique_prefix("two_nodes");
+    let a = node(&redis_url(), &ns, "a");
+    let b = node(&redis_url(), &ns, "b");
+    if !coherent(&[&a, &b]).await {
+        skip("two_nodes_share_l2_and_see_each_others_invalidations", "Redis unreachable");
+        return;
+    }
+    let k = "k".to_owned();
+    // Shared L2: what A stores, B reads (and keeps in its L1).
+    a.insert(k.clone(), "v1".into()).await;
+    assert_eq!(b.get(&k).await.as_deref(), Some("v1"));
+    assert_eq!(b.stats().l2.hits, 1);
+    assert_eq!(b.get_local(&k).as_deref(), Some("v1"));
+    // A new value on A drops B's L1 copy.
+    a.insert(k.clone(), "v2".into()).await;
+    let took = until("insert reaches B", Duration::from_secs(1), || b.get_local(&k).is_none()).await;
+    eprintln!("insert invalidation reached the other node in {took:?}");
+    assert_eq!(b.get(&k).await.as_deref(), Some("v2"));
+    // A tag purge on B reaches A's L1 and clears L2.
+    let t = "tagged".to_owned();
+    b.insert_with(t.clone(), "x".into(), EntryOptions::new().tag("group")).await;
+    assert_eq!(a.get(&t).await.as_deref(), Some("x"));
+    b.invalidate_tag("group").await;
+    let took = until("tag purge reaches A", Duration::from_secs(1), || a.get_local(&t).is_none()).await;
+    eprintln!("tag purge reached the other node in {took:?}");
+    assert!(took < Duration::from_millis(100), "tag purge took {took:?} on loopback");
+    assert_eq!(a.get(&t).await, None, "L2 purged too");
+    // remove
+    a.remove(&k).await;
+    until("remove reaches B", Duration::from_secs(1), || b.get_local(&k).is_none()).await;
+    assert_eq!(b.get(&k).await, None);
+    // Loads through get_with are coalesced across levels: B finds A's load in L2.
+    let loaded = a.get_with("row".into(), async { "from db".to_owned() }).await;
+    let seen = b.get_with("row".into(), async { unreachable!("B must find it in L2") }).await;
+    assert_eq!((loaded.as_str(), seen.as_str()), ("from db", "from db"));
+    // Counters are shared (INCRBY).
+    assert_eq!(a.increment(&"n".into(), 2).await, 2);
+    assert_eq!(b.increment(&"n".into(), 3).await, 5);
+    assert_eq!(a.stats().fallbacks + b.stats().fallbacks, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_gone_mid_test_costs_no_error_and_l2_is_used_again_when_it_returns() {
+    let Some(mut server) = RedisServer::start() else {
+        skip("redis_gone_mid_test_costs_no_error_and_l2_is_used_again_when_it_returns", "no redis-server binary");
+        return;
+    };
+    let ns = unique_prefix("outage");
+    let cache = node(&server.url(), &ns, "solo");
+    assert!(coherent(&[&cache]).await, "private Redis is up");
+    let a = "a".to_owned();
+    cache.get_with(a.clone(), async { "A".to_owned() }).await;
+
+    server.stop();
+    // Reads, writes, purges and counters go on without Redis.
+    let b = cache.get_with("b".into(), async { "B".to_owned() }).await;
+    assert_eq!(b, "B");
+    cache.insert("c".into(), "C".into()).await;
+    cache.remove(&"c".into()).await;
+    cache.invalidate_tag("t").await;
+    assert_eq!(cache.increment(&"n".into(), 1).await, 1);
+    assert!(cache.stats().fallbacks >= 4, "each failed round trip is counted: {:?}", cache.stats());
+    assert!(!cache.is_coherent());
+    // L1 entries that may have missed invalidations are not served past the outage TTL.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(cache.get_local(&a), None);
+    let reloaded = cache.get_with(a.clone(), async { "A2".to_owned() }).await;
+    assert_eq!(reloaded, "A2");
+
+    assert!(server.restart());
+    assert!(coherent(&[&cache]).await, "reconnects and resubscribes by itself");
+    assert_eq!(cache.get_local(&a), None, "L1 is dropped on reconnect");
+    let before = cache.stats().l2;
+    cache.insert("d".into(), "D".into()).await;
+    cache.clear_local();
+    assert_eq!(cache.get(&"d".into()).await.as_deref(), Some("D"));
+    assert_eq!(cache.stats().l2.hits, before.hits + 1, "L2 is used again");
+}
