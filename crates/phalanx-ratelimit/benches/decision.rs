@@ -1,1 +1,136 @@
-fn main() {} // placeholder so the workspace manifest parses; replaced by the real bench
+//! Cost of one in-process decision, RateLimitLayer beside tower_governor on the same quota and
+//! the same per-IP key, through `tower::ServiceExt::oneshot` on a trivial service.
+//!
+//! `cargo bench -p phalanx-ratelimit --bench decision -- --warm-up-time 1 --measurement-time 3`
+
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    time::{Duration, Instant},
+};
+
+use axum::{body::Body, extract::ConnectInfo};
+use criterion::Criterion;
+use futures_util::FutureExt;
+use http::{Request, Response};
+use phalanx_core::ClientKeyResolver;
+use phalanx_ratelimit::{Policy, Quota, RateLimitLayer};
+use tower::{Layer, Service, ServiceExt};
+use tower_governor::{governor::GovernorConfigBuilder, GovernorLayer};
+
+/// Distinct client addresses the requests rotate through, so no key runs out of quota.
+const CLIENTS: u32 = 1024;
+
+fn request(i: u32) -> Request<Body> {
+    let mut req = Request::new(Body::empty());
+    let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + (i % CLIENTS)));
+    req.extensions_mut().insert(ConnectInfo(SocketAddr::new(ip, 4000)));
+    req
+}
+
+fn inner() -> impl Service<Request<Body>, Response = Response<Body>, Error = Infallible, Future: Send> + Clone {
+    tower::service_fn(|_req: Request<Body>| async { Ok::<_, Infallible>(Response::new(Body::empty())) })
+}
+
+/// The same quota on both sides: a million per second per key, burst a million.
+fn phalanx(headers: bool) -> RateLimitLayer {
+    RateLimitLayer::builder()
+        .policy(Policy::new("per-ip", Quota::per_second(1_000_000).with_burst(1_000_000)))
+        .key_resolver(ClientKeyResolver::builder().peer_ip().build().unwrap())
+        .headers(headers)
+        .build()
+        .unwrap()
+}
+
+/// tower_governor with the same quota: one cell per microsecond, burst a million, per peer IP.
+macro_rules! governor_layer {
+    () => {
+        GovernorLayer::<_, _, Body>::new(
+            GovernorConfigBuilder::default().per_nanosecond(1000).burst_size(1_000_000).finish().unwrap(),
+        )
+    };
+}
+
+/// One request through a service clone, as axum does it; the futures are ready at once.
+fn one<S>(service: &S, i: u32) -> u16
+where
+    S: Service<Request<Body>, Error = Infallible> + Clone,
+    S::Response: Status,
+{
+    let res = service.clone().oneshot(request(i)).now_or_never().expect("ready at once").unwrap();
+    res.status()
+}
+
+trait Status {
+    fn status(&self) -> u16;
+}
+
+impl<B> Status for Response<B> {
+    fn status(&self) -> u16 {
+        Response::status(self).as_u16()
+    }
+}
+
+fn decision(c: &mut Criterion) {
+    let ours = phalanx(false).layer(inner());
+    let ours_headers = phalanx(true).layer(inner());
+    let theirs = governor_layer!().layer(inner());
+    assert_eq!(one(&ours, 0), 200);
+    assert_eq!(one(&theirs, 0), 200);
+    let mut group = c.benchmark_group("ratelimit_decision");
+    let mut i = 0u32;
+    group.bench_function("phalanx", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(one(&ours, i))
+        })
+    });
+    group.bench_function("phalanx_with_headers", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(one(&ours_headers, i))
+        })
+    });
+    group.bench_function("tower_governor", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(one(&theirs, i))
+        })
+    });
+    group.finish();
+}
+
+/// Interleaved rounds in the same run; the best round of each side counts.
+fn ratio() {
+    let ours = phalanx(false).layer(inner());
+    let theirs = governor_layer!().layer(inner());
+    let round = |f: &dyn Fn(u32) -> u16| {
+        let started = Instant::now();
+        for i in 0..200_000 {
+            black_box(f(i));
+        }
+        started.elapsed()
+    };
+    let (mut best_ours, mut best_theirs) = (Duration::MAX, Duration::MAX);
+    for _ in 0..7 {
+        best_ours = best_ours.min(round(&|i| one(&ours, i)));
+        best_theirs = best_theirs.min(round(&|i| one(&theirs, i)));
+    }
+    let per = |d: Duration| d.as_nanos() as f64 / 200_000.0;
+    println!(
+        "ratelimit_decision: phalanx {:.1} ns, tower_governor {:.1} ns per request; phalanx / tower_governor = {:.2}",
+        per(best_ours),
+        per(best_theirs),
+        per(best_ours) / per(best_theirs)
+    );
+}
+
+fn main() {
+    let mut criterion = Criterion::default().configure_from_args();
+    decision(&mut criterion);
+    criterion.final_summary();
+    if !std::env::args().any(|a| a == "--list") {
+        ratio();
+    }
+}

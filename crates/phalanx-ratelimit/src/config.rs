@@ -215,6 +215,9 @@ mod tests {
         let zero: RateLimitConfig =
             toml::from_str("[[policies]]\nname = \"p\"\nlimit = 0\nwindow_secs = 60\n").unwrap();
         assert!(zero.build(None, None).is_err());
-        assert!(toml::from_str::<RateLimitConfig>("[[policies]]\nname = \"p\"\nlimit = 1\nwindow_secs = 1\ntiers.gold = { limit = 1, window_secs = 1 }\n").is_err());
+        assert!(toml::from_str::<RateLimitConfig>(
+            "[[policies]]\nname = \"p\"\nlimit = 1\nwindow_secs = 1\ntiers.gold = { limit = 1, window_secs = 1 }\n"
+        )
+        .is_err());
     }
 }

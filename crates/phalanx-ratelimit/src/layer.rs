@@ -13,9 +13,7 @@ use opentelemetry::{
     metrics::{Counter, Meter},
     KeyValue,
 };
-use phalanx_core::{
-    names, problem::types, ClientKey, ClientKeyResolver, FailureMode, Problem, StatusSource, Tier,
-};
+use phalanx_core::{names, problem::types, ClientKey, ClientKeyResolver, FailureMode, Problem, StatusSource, Tier};
 use tower_layer::Layer;
 
 use crate::{

@@ -244,8 +244,10 @@ mod tests {
         assert!(CompiledPolicy::compile(&Policy::new("p", Quota::new(5, Duration::from_millis(1500)))).is_err());
         assert!(CompiledPolicy::compile(&Policy::new("p\"", Quota::per_second(5))).is_err());
         assert!(CompiledPolicy::compile(&Policy::new("p", Quota::per_second(2_000_000))).is_err());
-        let ok = CompiledPolicy::compile(&Policy::new("p", Quota::per_minute(60)).tier(Tier::Premium, Quota::per_minute(600)))
-            .unwrap();
+        let ok = CompiledPolicy::compile(
+            &Policy::new("p", Quota::per_minute(60)).tier(Tier::Premium, Quota::per_minute(600)),
+        )
+        .unwrap();
         assert_eq!(ok.header_member[Tier::Premium as usize], "\"p\";q=600;w=60");
         assert_eq!(ok.header_member[Tier::Basic as usize], "\"p\";q=60;w=60");
     }
