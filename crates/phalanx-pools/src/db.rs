@@ -363,6 +363,10 @@ where
         let mut conn = self.pool.acquire().await.map_err(|e| e.to_string())?;
         conn.execute("SELECT 1").await.map(drop).map_err(|e| e.to_string())
     }
+
+    fn saturated(&self) -> bool {
+        self.in_use.load(Ordering::Relaxed) >= u64::from(self.config.max_connections)
+    }
 }
 
 impl<DB: Database> PoolReport for DbPool<DB> {

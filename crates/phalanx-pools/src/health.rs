@@ -229,6 +229,11 @@ impl HealthTracker {
 pub(crate) trait Checked: Send + Sync + 'static {
     fn tracker(&self) -> &HealthTracker;
     fn check(self: Arc<Self>) -> impl Future<Output = Result<(), String>> + Send;
+    /// Every connection is handed out, so a check that waits for one proves nothing about the
+    /// dependency: it is busy, not gone.
+    fn saturated(&self) -> bool {
+        false
+    }
 }
 
 /// Run the check every interval until the pool is dropped (the task holds only a `Weak`).
@@ -248,6 +253,13 @@ pub(crate) fn spawn_checker<T: Checked>(shared: &Arc<T>) {
                 Ok(Ok(())) => Ok(started.elapsed()),
                 Ok(Err(e)) => Err(e),
                 Err(_) => Err(format!("check timed out after {} ms", timeout.as_millis())),
+            };
+            let outcome = match outcome {
+                Err(_) if shared.saturated() => {
+                    shared.tracker().note_pressure();
+                    Ok(started.elapsed())
+                }
+                other => other,
             };
             let failed = outcome.as_ref().err().cloned();
             let state = shared.tracker().record(outcome);

@@ -120,6 +120,7 @@ async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
         min_connections: 0,
         max_connections: 3,
         acquire_timeout_ms: 200,
+        health: fast_health(),
         ..DbPoolConfig::from_url(with_application_name(&url, &name))
     };
     let pool = DbPool::<Postgres>::builder(config).meter(metrics.meter()).build().unwrap();
@@ -155,6 +156,9 @@ async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
     assert_eq!(pool.timeouts(), 8);
     assert_eq!(metrics.counter(names::POOL_ACQUIRE_TIMEOUTS, &pool_label(&name)), 8);
     assert_eq!(pool.health(), Health::Degraded);
+    // Health checks that find no free connection see a busy database, not a dead one.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(pool.health(), Health::Degraded, "a saturated pool is degraded, never unhealthy");
 
     // Released connections serve again at once.
     drop(held);
