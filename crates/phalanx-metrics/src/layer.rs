@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::{
-    metrics::{Histogram, Meter, UpDownCounter},
+    metrics::{AsyncInstrument, Histogram, Meter, ObservableUpDownCounter},
     KeyValue, StringValue,
 };
 use parking_lot::RwLock;
@@ -34,33 +34,61 @@ const MAX_INTERNED: usize = 4096;
 
 pub(crate) struct Shared {
     duration: Histogram<f64>,
-    active: UpDownCounter<i64>,
     active_now: AtomicI64,
     window: RecentWindow,
-    /// Ready-made label sets per route, one slot per method label.
-    labels: RwLock<HashMap<Box<str>, [Option<RouteLabels>; METHOD_LABELS]>>,
+    routes: Arc<RouteTable>,
+    /// Kept so the callback that reports active requests lives as long as the layer.
+    _active: ObservableUpDownCounter<i64>,
 }
 
-/// `http.route` and `http.request.method`, shared by every request of one route and method.
-type RouteLabels = Arc<[KeyValue; 2]>;
+/// Ready-made label sets per route, one slot per method label, each with its active count.
+/// Active requests are counted here with one atomic add and reported through an observable
+/// instrument at collection time, instead of two synchronous instrument updates per request.
+#[derive(Default)]
+struct RouteTable {
+    entries: RwLock<HashMap<Box<str>, [Option<Arc<RouteEntry>>; METHOD_LABELS]>>,
+}
 
-impl Shared {
-    fn labels(&self, route: &str, method: &Method) -> RouteLabels {
-        let (index, method) = method_label(method);
-        if let Some(found) = self.labels.read().get(route).and_then(|slots| slots[index].clone()) {
+/// One route and method: its labels and requests in flight.
+struct RouteEntry {
+    labels: [KeyValue; 2],
+    active: AtomicI64,
+}
+
+impl RouteTable {
+    fn entry(&self, route: &str, method: &Method) -> Arc<RouteEntry> {
+        let (index, method_name) = method_label(method);
+        if let Some(found) = self.entries.read().get(route).and_then(|slots| slots[index].clone()) {
             return found;
         }
-        let made = Arc::new([
-            KeyValue::new(attr::HTTP_ROUTE, StringValue::from(Arc::<str>::from(route))),
-            KeyValue::new(attr::HTTP_REQUEST_METHOD, method),
-        ]);
-        let mut labels = self.labels.write();
-        if labels.len() < MAX_INTERNED || labels.contains_key(route) {
-            labels.entry(route.into()).or_default()[index] = Some(made.clone());
+        let mut entries = self.entries.write();
+        // Past the bound (only reachable with thousands of route templates) routes share one entry.
+        let route = if entries.len() < MAX_INTERNED || entries.contains_key(route) { route } else { OVERFLOW_ROUTE };
+        let slots = entries.entry(route.into()).or_default();
+        slots[index]
+            .get_or_insert_with(|| {
+                Arc::new(RouteEntry {
+                    labels: [
+                        KeyValue::new(attr::HTTP_ROUTE, StringValue::from(Arc::<str>::from(route))),
+                        KeyValue::new(attr::HTTP_REQUEST_METHOD, method_name),
+                    ],
+                    active: AtomicI64::new(0),
+                })
+            })
+            .clone()
+    }
+
+    fn observe(&self, observer: &dyn AsyncInstrument<i64>) {
+        for slots in self.entries.read().values() {
+            for entry in slots.iter().flatten() {
+                observer.observe(entry.active.load(Relaxed), &entry.labels);
+            }
         }
-        made
     }
 }
+
+/// The route label shared by requests beyond [`MAX_INTERNED`] distinct route templates.
+const OVERFLOW_ROUTE: &str = "_overflow";
 
 const METHOD_LABELS: usize = 10;
 
@@ -143,18 +171,25 @@ impl MetricsLayer {
             .with_description("Duration of HTTP server requests, until the response body ends.")
             .with_boundaries(names::DURATION_BUCKETS_SECONDS.to_vec())
             .build();
+        let routes = Arc::new(RouteTable::default());
+        let observed = Arc::downgrade(&routes);
         let active = meter
-            .i64_up_down_counter(names::HTTP_SERVER_ACTIVE_REQUESTS)
+            .i64_observable_up_down_counter(names::HTTP_SERVER_ACTIVE_REQUESTS)
             .with_unit("{request}")
             .with_description("Number of active HTTP server requests.")
+            .with_callback(move |observer| {
+                if let Some(routes) = observed.upgrade() {
+                    routes.observe(observer);
+                }
+            })
             .build();
         MetricsLayer {
             shared: Arc::new(Shared {
                 duration,
-                active,
                 active_now: AtomicI64::new(0),
                 window: RecentWindow::new(),
-                labels: RwLock::new(HashMap::new()),
+                routes,
+                _active: active,
             }),
         }
     }
@@ -200,8 +235,8 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let route = req.extensions().get::<MatchedPath>().map_or(names::UNMATCHED_ROUTE, |m| m.as_str());
-        let labels = self.shared.labels(route, req.method());
-        let guard = RequestGuard::start(self.shared.clone(), labels);
+        let entry = self.shared.routes.entry(route, req.method());
+        let guard = RequestGuard::start(self.shared.clone(), entry);
         ResponseFuture { inner: self.inner.call(req), guard: Some(guard) }
     }
 }
@@ -209,17 +244,17 @@ where
 /// Ends a request's accounting when dropped: in the future if no response came, else in the body.
 struct RequestGuard {
     shared: Arc<Shared>,
-    labels: RouteLabels,
+    entry: Arc<RouteEntry>,
     start: Instant,
     status: Option<u16>,
     body_failed: bool,
 }
 
 impl RequestGuard {
-    fn start(shared: Arc<Shared>, labels: RouteLabels) -> Self {
-        shared.active.add(1, &labels[..]);
+    fn start(shared: Arc<Shared>, entry: Arc<RouteEntry>) -> Self {
+        entry.active.fetch_add(1, Relaxed);
         shared.active_now.fetch_add(1, Relaxed);
-        RequestGuard { shared, labels, start: Instant::now(), status: None, body_failed: false }
+        RequestGuard { shared, entry, start: Instant::now(), status: None, body_failed: false }
     }
 }
 
@@ -227,14 +262,14 @@ impl Drop for RequestGuard {
     fn drop(&mut self) {
         let now = Instant::now();
         let elapsed = now.saturating_duration_since(self.start);
-        let [route, method] = &*self.labels;
+        let [route, method] = &self.entry.labels;
         let outcome = match self.status {
             Some(code) => KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(code)),
             // No response was produced: the client went away or the service failed.
             None => KeyValue::new("error.type", "_OTHER"),
         };
         self.shared.duration.record(elapsed.as_secs_f64(), &[route.clone(), method.clone(), outcome]);
-        self.shared.active.add(-1, &self.labels[..]);
+        self.entry.active.fetch_sub(1, Relaxed);
         self.shared.active_now.fetch_sub(1, Relaxed);
         let failed = self.body_failed || self.status.is_none_or(|c| c >= 500);
         self.shared.window.record(now, elapsed, failed);
