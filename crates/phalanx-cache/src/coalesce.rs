@@ -12,9 +12,12 @@ use std::{
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+/// A load in flight: its leader's id and where its result will appear.
+type InFlight<T> = (u64, watch::Receiver<Option<T>>);
+
 /// Loads in flight, by key.
 pub(crate) struct Coalescer<K, T> {
-    in_flight: Mutex<HashMap<K, (u64, watch::Receiver<Option<T>>)>>,
+    in_flight: Mutex<HashMap<K, InFlight<T>>>,
     next_id: AtomicU64,
 }
 

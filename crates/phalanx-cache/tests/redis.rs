@@ -122,3 +122,64 @@ async fn redis_gone_mid_test_costs_no_error_and_l2_is_used_again_when_it_returns
     assert_eq!(cache.get(&"d".into()).await.as_deref(), Some("D"));
     assert_eq!(cache.stats().l2.hits, before.hits + 1, "L2 is used again");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
+    use std::{
+        convert::Infallible,
+        sync::{
+            atomic::{AtomicUsize, Ordering},
+            Arc,
+        },
+    };
+
+    use axum::body::Body;
+    use http::{Request, Response};
+    use http_body_util::Full;
+    use phalanx_cache::{CacheLayer, HttpStore};
+    use tower::{Layer, ServiceExt};
+
+    let ns = unique_prefix("http_two_nodes");
+    let store = |id: &str| -> HttpStore {
+        TieredCache::builder()
+            .redis(RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(redis_url()) })
+            .namespace(ns.clone())
+            .node_id(id)
+            .build()
+            .unwrap()
+    };
+    let (store_a, store_b) = (store("a"), store("b"));
+    let started = Instant::now();
+    while !(store_a.is_coherent() && store_b.is_coherent()) {
+        if started.elapsed() > Duration::from_secs(3) {
+            skip("http_caches_on_two_nodes_share_responses_and_a_put_purges_both", "Redis unreachable");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let calls = Arc::new(AtomicUsize::new(0));
+    let origin = {
+        let calls = calls.clone();
+        tower::service_fn(move |_req: Request<Body>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move {
+                let mut r = Response::new(Full::new(bytes::Bytes::from(format!("v{n}"))));
+                r.headers_mut().insert("cache-control", "max-age=60".parse().unwrap());
+                Ok::<_, Infallible>(r)
+            }
+        })
+    };
+    let a = CacheLayer::builder().store(store_a).build().unwrap().layer(origin.clone());
+    let b = CacheLayer::builder().store(store_b).build().unwrap().layer(origin);
+    let x_cache = |r: &Response<_>| r.headers()["x-cache"].to_str().unwrap().to_owned();
+    let get = || Request::get("/items/1").body(Body::empty()).unwrap();
+
+    assert_eq!(x_cache(&a.clone().oneshot(get()).await.unwrap()), "MISS");
+    assert_eq!(x_cache(&b.clone().oneshot(get()).await.unwrap()), "HIT", "from the shared L2");
+    assert_eq!(x_cache(&a.clone().oneshot(get()).await.unwrap()), "HIT");
+    let put = Request::put("/items/1").body(Body::empty()).unwrap();
+    b.clone().oneshot(put).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(x_cache(&a.clone().oneshot(get()).await.unwrap()), "MISS", "node A's L1 was purged by B's PUT");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
