@@ -46,8 +46,10 @@ pub(crate) struct Shared {
 /// instrument at collection time, instead of two synchronous instrument updates per request.
 #[derive(Default)]
 struct RouteTable {
-    entries: RwLock<HashMap<Box<str>, [Option<Arc<RouteEntry>>; METHOD_LABELS]>>,
+    entries: RwLock<HashMap<Box<str>, MethodSlots>>,
 }
+
+type MethodSlots = [Option<Arc<RouteEntry>>; METHOD_LABELS];
 
 /// One route and method: its labels and requests in flight.
 struct RouteEntry {
