@@ -107,12 +107,18 @@ impl State {
         self.store.get_local(&variant_key(key, &entry.0.vary, request))
     }
 
-    /// The stored response this request selects, from L2 (filling L1).
+    /// The stored response this request selects, from L1 without counting (a second look).
+    fn peek_local(&self, key: &str, request: &HeaderMap) -> Option<CachedResponse> {
+        let entry = self.store.peek_local(key)?;
+        if !entry.0.marker {
+            return Some(entry);
+        }
+        self.store.peek_local(&variant_key(key, &entry.0.vary, request))
+    }
+
+    /// The stored response this request selects, from L2 (filling L1), after an L1 miss.
     async fn lookup_remote(&self, key: &str, request: &HeaderMap) -> Option<CachedResponse> {
-        let entry = match self.store.get_local(key) {
-            Some(entry) => entry,
-            None => self.store.get_remote(&key.to_owned()).await?,
-        };
+        let entry = self.store.get_remote(&key.to_owned()).await?;
         if !entry.0.marker {
             return Some(entry);
         }
@@ -345,7 +351,7 @@ where
         Join::Leader(leader) => {
             // A load may have completed between our lookup and the join.
             if let Some(fresh) =
-                state.lookup_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
+                state.peek_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
             {
                 bump(&counters.http.hits);
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
@@ -358,7 +364,7 @@ where
             let _ = tokio::time::timeout(state.coalesce_timeout, coalesce::wait(rx)).await;
             let now = Instant::now();
             if let Some(fresh) =
-                state.lookup_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
+                state.peek_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
             {
                 bump(&counters.http.coalesced);
                 bump(&counters.http.hits);

@@ -731,6 +731,15 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         &self.shared.counters
     }
 
+    /// The value in L1, not counted in the statistics (a second look after waiting).
+    pub(crate) fn peek_local(&self, key: &str) -> Option<V>
+    where
+        K: std::borrow::Borrow<str>,
+    {
+        let shared = &self.shared;
+        shared.l1.get(key).filter(|slot| shared.servable(slot, Instant::now())).map(|slot| slot.value.clone())
+    }
+
     /// The value in L2 only (fills L1 on a hit).
     pub(crate) async fn get_remote(&self, key: &K) -> Option<V> {
         self.shared.lookup_l2(key).await
