@@ -189,7 +189,7 @@ struct Clock {
 struct Shared {
     warmup: Counters,
     window: Counters,
-    histograms: Vec<Mutex<Histogram<u64>>>,
+    histograms: Vec<Mutex<Latencies>>,
     connections_opened: AtomicU64,
     connections_open: AtomicU64,
     connections_peak: AtomicU64,
@@ -215,13 +215,31 @@ impl Shared {
     }
 }
 
+/// Latency histograms (µs) of the requests sent in the measured window and answered.
+#[derive(Debug)]
+struct Latencies {
+    /// From the due time in the open model (coordinated-omission corrected), else from the send.
+    corrected: Histogram<u64>,
+    /// From the send: the server's and the network's share alone.
+    from_send: Histogram<u64>,
+}
+
+impl Latencies {
+    fn new() -> Self {
+        Latencies { corrected: new_histogram(), from_send: new_histogram() }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug)]
 pub(crate) struct Outcome {
     pub(crate) warmup: Tally,
     pub(crate) window: Tally,
-    /// Latencies (µs) of the requests sent in the measured window and answered.
+    /// Latencies (µs) of the requests sent in the measured window and answered, counted from
+    /// the due time in the open model (coordinated-omission corrected), else from the send.
     pub(crate) latency_us: Histogram<u64>,
+    /// The same latencies counted from the send.
+    pub(crate) service_latency_us: Histogram<u64>,
     pub(crate) connections_opened: u64,
     pub(crate) connections_peak: u64,
     /// From the first user's start to the last user's exit.
@@ -248,7 +266,7 @@ pub(crate) async fn run(config: Arc<Config>, target: Arc<Target>) -> Outcome {
     let shared = Arc::new(Shared {
         warmup: Counters::new(),
         window: Counters::new(),
-        histograms: (0..HISTOGRAM_SHARDS).map(|_| Mutex::new(new_histogram())).collect(),
+        histograms: (0..HISTOGRAM_SHARDS).map(|_| Mutex::new(Latencies::new())).collect(),
         connections_opened: AtomicU64::new(0),
         connections_open: AtomicU64::new(0),
         connections_peak: AtomicU64::new(0),
@@ -269,15 +287,17 @@ pub(crate) async fn run(config: Arc<Config>, target: Arc<Target>) -> Outcome {
         progress.abort();
     }
 
-    let mut latency_us = new_histogram();
+    let mut latencies = Latencies::new();
     for shard in &shared.histograms {
         let shard = shard.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        latency_us.add(&*shard).expect("histograms with equal bounds add up");
+        latencies.corrected.add(&shard.corrected).expect("histograms with equal bounds add up");
+        latencies.from_send.add(&shard.from_send).expect("histograms with equal bounds add up");
     }
     Outcome {
         warmup: shared.warmup.tally(),
         window: shared.window.tally(),
-        latency_us,
+        latency_us: latencies.corrected,
+        service_latency_us: latencies.from_send,
         connections_opened: shared.connections_opened.load(Ordering::Relaxed),
         connections_peak: shared.connections_peak.load(Ordering::Relaxed),
         elapsed: start.elapsed(),
@@ -451,10 +471,12 @@ async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Ar
     };
 
     loop {
+        // A think time may reach past the end: the user then stops at the end, not at its due time.
+        let wake = due.min(clock.end);
         let still_open = match conn.as_mut() {
-            Some(open) => open.idle_until(due).await,
+            Some(open) => open.idle_until(wake).await,
             None => {
-                sleep_until(due).await;
+                sleep_until(wake).await;
                 true
             }
         };
@@ -514,9 +536,14 @@ async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Ar
                 if sent_at >= clock.measure_start {
                     let from =
                         if config.pacing == Pacing::Schedule && !closed_loop { due.min(sent_at) } else { sent_at };
-                    let micros = u64::try_from(answered_at.duration_since(from).as_micros()).unwrap_or(u64::MAX);
-                    let mut histogram = histogram.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    histogram.saturating_record(micros.clamp(1, LATENCY_MAX_US));
+                    let micros = |since: Instant| {
+                        u64::try_from(answered_at.duration_since(since).as_micros())
+                            .unwrap_or(u64::MAX)
+                            .clamp(1, LATENCY_MAX_US)
+                    };
+                    let mut latencies = histogram.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                    latencies.corrected.saturating_record(micros(from));
+                    latencies.from_send.saturating_record(micros(sent_at));
                 }
                 if !keep_alive {
                     drop_conn(&mut conn);
@@ -704,11 +731,23 @@ mod tests {
         assert_eq!(window.get(Event::Answered), window.requests());
         assert_eq!(window.get(Event::Timeout) + window.get(Event::IoError) + window.get(Event::ConnectError), 0);
         assert_eq!(outcome.latency_us.len(), window.get(Event::Answered));
+        assert_eq!(outcome.service_latency_us.len(), window.get(Event::Answered));
+        assert!(outcome.service_latency_us.max() <= outcome.latency_us.max(), "the due time is never after the send");
         assert!(window.get(Event::Status429) > 0 && window.get(Event::Status503) > 0);
         assert_eq!(window.get(Event::Status4xx), window.get(Event::Status429));
         assert_eq!(window.get(Event::Status5xx), window.get(Event::Status503));
         assert!(window.get(Event::CacheHit) > 0 && window.get(Event::CacheMiss) > 0);
         assert_eq!(outcome.connections_opened, 50, "one keep-alive connection per user");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn users_stop_at_the_end_even_when_their_think_time_reaches_past_it() {
+        let (addr, seen) = counting_server(|_| Duration::ZERO).await;
+        // A mean think time of 60 s puts nearly every second request far past the 2 s run.
+        let outcome = run(Arc::new(config(20, Duration::from_secs(60), ITEMS_AND_PUTS)), target(addr)).await;
+        assert_eq!(outcome.requests_total(), seen.0.load(Ordering::SeqCst));
+        assert!(outcome.warmup.requests() >= 20, "every user sends its first request at its start");
+        assert!(outcome.elapsed < Duration::from_millis(2400), "took {:?}", outcome.elapsed);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,6 +5,8 @@
 //! `requests` (sent in the window, answered or not), `requests_total` (sent, warm-up included),
 //! `responses`, `rps` (requests / duration_s), `in_flight_at_end` and `in_flight_note`,
 //! `latency_ms` {`avg`, `p50`, `p90`, `p99`, `p999`, `max`, `samples`}, `latency_from`,
+//! `service_latency_ms` (the same, counted from the send: without the user's wait behind a slow
+//! answer),
 //! `status` {`2xx`, `3xx`, `4xx`, `5xx`}, `errors` {`connect`, `timeout`, `io`, `status_4xx`,
 //! `status_429`, `status_5xx`, `status_503`, `total`} (4xx counts 429 too, 5xx counts 503 too),
 //! `cache` {`hit`, `miss`, `other`}, `cache_hit_ratio` (hit / answers carrying `X-Cache`, or
@@ -12,6 +14,7 @@
 //! `errors`}, `server_metrics` (the server's request counter before and after, or null),
 //! `generator` {`cpu_s`, `cpu_cores`, `peak_rss_mb`, `elapsed_s`}.
 
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::Pacing;
@@ -34,6 +37,7 @@ pub(crate) struct Report {
     pub(crate) in_flight_note: &'static str,
     pub(crate) latency_ms: Latency,
     pub(crate) latency_from: &'static str,
+    pub(crate) service_latency_ms: Latency,
     pub(crate) status: Statuses,
     pub(crate) errors: Errors,
     pub(crate) cache: Cache,
@@ -140,6 +144,23 @@ impl Generator {
     }
 }
 
+impl Latency {
+    fn from_micros(histogram: &Histogram<u64>) -> Self {
+        let ms = |micros: u64| micros as f64 / 1000.0;
+        let empty = histogram.is_empty();
+        let quantile = |q: f64| if empty { 0.0 } else { ms(histogram.value_at_quantile(q)) };
+        Latency {
+            avg: if empty { 0.0 } else { histogram.mean() / 1000.0 },
+            p50: quantile(0.5),
+            p90: quantile(0.9),
+            p99: quantile(0.99),
+            p999: quantile(0.999),
+            max: if empty { 0.0 } else { ms(histogram.max()) },
+            samples: histogram.len(),
+        }
+    }
+}
+
 impl Report {
     pub(crate) fn new(
         target: String,
@@ -151,10 +172,6 @@ impl Report {
         let window = &outcome.window;
         let duration_s = config.duration.as_secs_f64();
         let requests = window.requests();
-        let histogram = &outcome.latency_us;
-        let ms = |micros: u64| micros as f64 / 1000.0;
-        let empty = histogram.is_empty();
-        let quantile = |q: f64| if empty { 0.0 } else { ms(histogram.value_at_quantile(q)) };
         let (hit, miss, other) =
             (window.get(Event::CacheHit), window.get(Event::CacheMiss), window.get(Event::CacheOther));
         let closed_loop = config.think.is_zero();
@@ -177,15 +194,8 @@ impl Report {
             in_flight_at_end: outcome.window.get(Event::InFlightAtEnd) + outcome.warmup.get(Event::InFlightAtEnd),
             in_flight_note: "sent but unanswered when the grace period after the end ran out: \
                              counted in requests and requests_total, in no latency and no error",
-            latency_ms: Latency {
-                avg: if empty { 0.0 } else { histogram.mean() / 1000.0 },
-                p50: quantile(0.5),
-                p90: quantile(0.9),
-                p99: quantile(0.99),
-                p999: quantile(0.999),
-                max: if empty { 0.0 } else { ms(histogram.max()) },
-                samples: histogram.len(),
-            },
+            latency_ms: Latency::from_micros(&outcome.latency_us),
+            service_latency_ms: Latency::from_micros(&outcome.service_latency_us),
             latency_from: if closed_loop || config.pacing == Pacing::AfterResponse {
                 "send"
             } else {
@@ -249,6 +259,13 @@ impl Report {
             ("latency p99.9", format!("{:.3} ms", latency.p999)),
             ("latency max", format!("{:.3} ms", latency.max)),
             ("latency counted from", self.latency_from.to_owned()),
+            (
+                "from send p50/p99/max",
+                format!(
+                    "{:.3} / {:.3} / {:.3} ms",
+                    self.service_latency_ms.p50, self.service_latency_ms.p99, self.service_latency_ms.max
+                ),
+            ),
             (
                 "status 2xx/3xx/4xx/5xx",
                 format!("{} / {} / {} / {}", self.status.s2xx, self.status.s3xx, self.status.s4xx, self.status.s5xx),
