@@ -27,7 +27,7 @@ Options:
   --timeout DUR          per-request timeout; the connection is then dropped and reopened (default 10s)
   --grace DUR            after the end, how long answers to in-flight requests are awaited
                          (default min(5s, timeout))
-  --mix FILE             request mix (TOML, or JSON for *.json); see examples/loadtest/mix.rs.
+  --mix FILE             request mix (TOML, or JSON for *.json); examples/loadtest/mix.toml shows it.
                          Default: 90% GET /items/{id}, 5% GET /items?page={page}&per_page=20,
                          5% PUT /items/{id} with a JSON body
   --ids N                ids of the default ranges are 1..=N (default 100000; pages 1..=N/20)

@@ -1,7 +1,7 @@
 //! The request mix: weighted request templates with Zipf-distributed placeholders.
 //!
 //! A mix file is TOML (any extension but `.json`) or JSON (`.json`) holding a list of
-//! `request` entries:
+//! `request` entries (`mix.toml` beside this file is the default mix written out):
 //!
 //! ```toml
 //! [[request]]
@@ -488,6 +488,18 @@ mod tests {
         assert!((17_600..18_400).contains(&item_gets), "{item_gets}");
         assert!((800..1200).contains(&page_gets), "{page_gets}");
         assert!((800..1200).contains(&puts), "{puts}");
+    }
+
+    #[test]
+    fn the_shipped_mix_file_parses() {
+        let mix = Mix::parse(include_str!("mix.toml"), false, Defaults { ids: 10, zipf: 0.0 }).unwrap();
+        assert_eq!(mix.entries.len(), 3);
+        let mut rng = SmallRng::seed_from_u64(2);
+        // The file's own ranges win over the defaults (ids 1..=10 here).
+        assert!((0..2000).any(|_| {
+            let drawn = mix.draw(&mut rng, 0);
+            drawn.path.strip_prefix("/items/").and_then(|id| id.parse::<u64>().ok()).is_some_and(|id| id > 10)
+        }));
     }
 
     #[test]
