@@ -55,7 +55,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let priority = req.extensions().get::<Priority>().copied().unwrap_or_default();
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         let state = match shared.admit(priority) {
             Admission::Now(permit) => {
                 let started = shared.adaptive.then(Instant::now);
@@ -66,14 +66,20 @@ where
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
                 let deadline = Instant::now() + shared.policies[priority.index()].queue_timeout;
-                State::Waiting { sleep: tokio::time::sleep_until(deadline), grant, ticket, pending: Some((ready, req)) }
+                State::Waiting {
+                    sleep: tokio::time::sleep_until(deadline),
+                    grant,
+                    ticket,
+                    pending: Some((ready, req)),
+                    shared: shared.clone(),
+                }
             }
             Admission::Shed(reason) => {
                 shared.record_shed(priority, reason);
-                State::Shed { reason }
+                State::Shed { reason, shared: shared.clone() }
             }
         };
-        ResponseFuture { state, priority, shared }
+        ResponseFuture { state, priority }
     }
 }
 
@@ -87,7 +93,6 @@ pin_project! {
         #[pin]
         state: State<S, ReqBody>,
         priority: Priority,
-        shared: Arc<Shared>,
     }
 }
 
@@ -103,6 +108,7 @@ pin_project! {
             grant: oneshot::Receiver<Permit>,
             ticket: QueueTicket,
             pending: Option<(S, Request<ReqBody>)>,
+            shared: Arc<Shared>,
         },
         Running {
             #[pin]
@@ -112,6 +118,7 @@ pin_project! {
         },
         Shed {
             reason: ShedReason,
+            shared: Arc<Shared>,
         },
     }
 }
@@ -136,7 +143,7 @@ where
             let this = self.as_mut().project();
             let priority = *this.priority;
             match this.state.project() {
-                StateProj::Waiting { sleep, grant, ticket, pending } => {
+                StateProj::Waiting { sleep, grant, ticket, pending, shared } => {
                     let permit = match Pin::new(&mut *grant).poll(cx) {
                         Poll::Ready(Ok(permit)) => {
                             ticket.disarm();
@@ -145,7 +152,7 @@ where
                         Poll::Ready(Err(_)) => {
                             // Evicted by a higher class while the total queue was full.
                             ticket.disarm();
-                            let next = shed(this.shared, priority, ShedReason::QueueFull);
+                            let next = shed(shared, priority, ShedReason::QueueFull);
                             self.as_mut().project().state.set(next);
                             continue;
                         }
@@ -153,7 +160,7 @@ where
                             ready!(sleep.poll(cx));
                             match ticket.withdraw() {
                                 Some(reason) => {
-                                    let next = shed(this.shared, priority, reason);
+                                    let next = shed(shared, priority, reason);
                                     self.as_mut().project().state.set(next);
                                     continue;
                                 }
@@ -163,7 +170,7 @@ where
                                     // Taken from the queue, the permit on its way: it wakes us.
                                     Err(oneshot::error::TryRecvError::Empty) => return Poll::Pending,
                                     Err(oneshot::error::TryRecvError::Closed) => {
-                                        let next = shed(this.shared, priority, ShedReason::QueueFull);
+                                        let next = shed(shared, priority, ShedReason::QueueFull);
                                         self.as_mut().project().state.set(next);
                                         continue;
                                     }
@@ -172,7 +179,7 @@ where
                         }
                     };
                     let (mut inner, req) = pending.take().expect("a waiting request is admitted once");
-                    let started = this.shared.adaptive.then(Instant::now);
+                    let started = shared.adaptive.then(Instant::now);
                     let fut = inner.call(req);
                     self.as_mut().project().state.set(State::Running { fut, permit: Some(permit), started });
                 }
@@ -192,20 +199,20 @@ where
                         result.map(|res| res.map(|body| AdmissionBody::new(LayerBody::inner(body), permit))),
                     );
                 }
-                StateProj::Shed { reason } => {
-                    return Poll::Ready(Ok(shed_response(this.shared, priority, *reason)));
+                StateProj::Shed { reason, shared } => {
+                    return Poll::Ready(Ok(shed_response(shared, priority, *reason)));
                 }
             }
         }
     }
 }
 
-fn shed<S, ReqBody>(shared: &Shared, priority: Priority, reason: ShedReason) -> State<S, ReqBody>
+fn shed<S, ReqBody>(shared: &Arc<Shared>, priority: Priority, reason: ShedReason) -> State<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
     shared.record_shed(priority, reason);
-    State::Shed { reason }
+    State::Shed { reason, shared: shared.clone() }
 }
 
 fn shed_response<B>(shared: &Shared, priority: Priority, reason: ShedReason) -> Response<AdmissionBody<B>> {
