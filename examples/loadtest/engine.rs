@@ -697,7 +697,7 @@ mod tests {
             duration: Duration::from_millis(1500),
             ramp: Duration::from_millis(300),
             timeout: Duration::from_secs(5),
-            grace: Duration::from_millis(500),
+            grace: Duration::from_secs(2),
             mix: Mix::parse(mix, false, Defaults { ids: 100, zipf: 1.0 }).unwrap(),
             headers: Vec::new(),
             client_id_header: None,
@@ -799,8 +799,10 @@ mod tests {
         let window = outcome.window;
         // A request written just as the server gives up on the idle connection is lost with it
         // (the keep-alive race): sent, never counted by the server, and counted as an io error.
-        let lost = window.get(Event::IoError);
-        assert_eq!(outcome.requests_total(), seen.0.load(Ordering::SeqCst) + lost, "{window:?}");
+        // So can one sent to a server task starved past the grace period on a busy machine.
+        let lost = window.get(Event::IoError) + window.get(Event::InFlightAtEnd);
+        let seen = seen.0.load(Ordering::SeqCst);
+        assert!(seen <= outcome.requests_total() && outcome.requests_total() <= seen + lost, "{seen}: {window:?}");
         assert!(lost <= 5, "{window:?}");
         assert_eq!(window.get(Event::ConnectError), 0, "{window:?}");
         assert_eq!(window.get(Event::Answered) + lost, window.requests());
