@@ -295,7 +295,7 @@ impl RedisPool {
         self.shared.metrics.errors_total()
     }
 
-    /// Reconnections so far.
+    /// Connections established so far, the first of each client included.
     pub fn reconnects(&self) -> u64 {
         self.shared.reconnects.load(Ordering::Relaxed)
     }
@@ -348,7 +348,7 @@ impl PoolReport for RedisPool {
             "timeouts": s.metrics.timeouts_total(),
             "errors": s.metrics.errors_total(),
             "connection_errors": s.connection_errors.load(Ordering::Relaxed),
-            "reconnects": s.reconnects.load(Ordering::Relaxed),
+            "connects": s.reconnects.load(Ordering::Relaxed),
             "health": s.health.snapshot(),
         })
     }
