@@ -14,7 +14,7 @@ use axum::{body::Body, extract::ConnectInfo};
 use criterion::Criterion;
 use futures_util::FutureExt;
 use http::{Request, Response};
-use phalanx_core::ClientKeyResolver;
+use phalanx_core::identity::ClientKeyConfig;
 use phalanx_ratelimit::{Policy, Quota, RateLimitLayer};
 use tower::{Layer, Service, ServiceExt};
 use tower_governor::{governor::GovernorConfigBuilder, GovernorLayer};
@@ -37,7 +37,7 @@ fn inner() -> impl Service<Request<Body>, Response = Response<Body>, Error = Inf
 fn phalanx(headers: bool) -> RateLimitLayer {
     RateLimitLayer::builder()
         .policy(Policy::new("per-ip", Quota::per_second(1_000_000).with_burst(1_000_000)))
-        .key_resolver(ClientKeyResolver::builder().peer_ip().build().unwrap())
+        .key_config(ClientKeyConfig::default())
         .headers(headers)
         .build()
         .unwrap()

@@ -145,9 +145,8 @@ impl RateLimitConfig {
     /// Build the layer: in-process without a pool, on Redis with one. `meter` defaults to
     /// [`phalanx_core::default_meter`].
     pub fn build(&self, redis: Option<Pool>, meter: Option<Meter>) -> Result<RateLimitLayer, BuildError> {
-        let resolver = self.key.clone().build().map_err(BuildError::new)?;
         let mut builder = RateLimitLayer::builder()
-            .key_resolver(resolver)
+            .key_config(self.key.clone())
             .shadow(self.shadow)
             .headers(self.headers)
             .failure_mode(self.redis.failure_mode)

@@ -1,6 +1,7 @@
 //! `RateLimitLayer`, its builder, and the shared state every clone of the service uses.
 
 use std::{
+    net::{IpAddr, Ipv4Addr},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -13,7 +14,12 @@ use opentelemetry::{
     metrics::{Counter, Meter},
     KeyValue,
 };
-use phalanx_core::{names, problem::types, ClientKey, ClientKeyResolver, FailureMode, Problem, StatusSource, Tier};
+use phalanx_core::{
+    identity::{ClientKeyConfig, KeySource},
+    names,
+    problem::types,
+    ClientKey, ClientKeyResolver, FailureMode, Problem, StatusSource, Tier,
+};
 use tower_layer::Layer;
 
 use crate::{
@@ -75,6 +81,8 @@ impl RateLimitLayer {
             headers: true,
             meter: None,
             clock: None,
+            peer_ip_first: true,
+            error: None,
         }
     }
 
@@ -107,6 +115,8 @@ pub struct RateLimitLayerBuilder {
     headers: bool,
     meter: Option<Meter>,
     clock: Option<Clock>,
+    peer_ip_first: bool,
+    error: Option<BuildError>,
 }
 
 impl RateLimitLayerBuilder {
@@ -119,6 +129,22 @@ impl RateLimitLayerBuilder {
     /// How to find the client key when no `ClientKey` is in the request extensions already.
     pub fn key_resolver(mut self, resolver: ClientKeyResolver) -> Self {
         self.resolver = Some(resolver);
+        self.peer_ip_first = false;
+        self
+    }
+
+    /// Like [`RateLimitLayerBuilder::key_resolver`], from the resolver's configuration. Knowing
+    /// the sources lets the layer digest an IPv4 peer key without allocating when the peer IP
+    /// is the first source. Fails at [`build`](Self::build) if the configuration is invalid.
+    pub fn key_config(mut self, config: ClientKeyConfig) -> Self {
+        let peer_ip_first = config.sources.first() == Some(&KeySource::PeerIp);
+        match config.build() {
+            Ok(resolver) => {
+                self.resolver = Some(resolver);
+                self.peer_ip_first = peer_ip_first;
+            }
+            Err(e) => self.error = self.error.or(Some(BuildError::new(e))),
+        }
         self
     }
 
@@ -167,6 +193,9 @@ impl RateLimitLayerBuilder {
 
     /// Build; fails without policies, with more than eight, with duplicate names or invalid quotas.
     pub fn build(self) -> Result<RateLimitLayer, BuildError> {
+        if let Some(error) = self.error {
+            return Err(error);
+        }
         if self.policies.is_empty() {
             return Err(BuildError::new("a rate limit layer needs at least one policy"));
         }
@@ -192,6 +221,8 @@ impl RateLimitLayerBuilder {
                 policy_header: policy_header_values(&policies),
                 policies: policies.into_boxed_slice(),
                 gcras,
+                // The default resolver has the peer IP as its only source.
+                peer_ip_first: self.peer_ip_first,
                 resolver: self.resolver.unwrap_or_default(),
                 local: LocalStore::new(),
                 redis: self.redis,
@@ -278,6 +309,8 @@ pub(crate) struct Shared {
     gcras: [[Gcra; MAX_POLICIES]; 4],
     policy_header: [HeaderValue; 4],
     resolver: ClientKeyResolver,
+    /// The resolver's first source is the peer IP (so it always answers with it when there is one).
+    peer_ip_first: bool,
     local: LocalStore,
     redis: Option<RedisStore>,
     failure_mode: FailureMode,
@@ -289,31 +322,38 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// The request's client key: one already resolved (by `ClassifyLayer`), else ours.
-    pub(crate) fn client_key<B>(&self, req: &Request<B>) -> ClientKey {
-        match req.extensions().get::<ClientKey>() {
-            Some(key) => key.clone(),
-            None => self.resolver.resolve(req),
+    /// The digest of the request's client key, and the key itself when Redis will need it: a
+    /// key already resolved (by `ClassifyLayer`), else ours. An IPv4 peer key is written on the
+    /// stack, exactly as the resolver spells it, and allocated only for Redis.
+    pub(crate) fn identify<B>(&self, req: &Request<B>) -> (u64, Option<ClientKey>) {
+        if let Some(key) = req.extensions().get::<ClientKey>() {
+            return (self.local.digest(key.as_str()), Some(key.clone()));
         }
-    }
-
-    pub(crate) fn digest(&self, key: &ClientKey) -> u64 {
-        self.local.digest(key.as_str())
+        if self.peer_ip_first {
+            if let Some(IpAddr::V4(ip)) = self.resolver.client_ip(req.headers(), req.extensions()) {
+                let (buf, len) = ipv4_key(ip);
+                let key = std::str::from_utf8(&buf[..len]).expect("ASCII digits and dots");
+                return (self.local.digest(key), self.redis.is_some().then(|| ClientKey::new(key)));
+            }
+        }
+        let key = self.resolver.resolve(req);
+        (self.local.digest(key.as_str()), Some(key))
     }
 
     fn gcras(&self, tier: Tier) -> &[Gcra] {
         &self.gcras[tier as usize][..self.policies.len()]
     }
 
-    /// A decision made without waiting, or `None` when Redis must be asked.
-    pub(crate) fn try_decide(&self, digest: u64, tier: Tier) -> Option<Decision> {
-        match &self.redis {
-            None => Some(self.local_decision(digest, tier, Outcome::Allowed)),
+    /// The answer to a request decided without waiting, or `None` when Redis must be asked.
+    pub(crate) fn try_answer(&self, digest: u64, tier: Tier) -> Option<Answer> {
+        let decision = match &self.redis {
+            None => self.local_decision(digest, tier, Outcome::Allowed),
             Some(redis) => {
                 let verdicts = redis.cached_denial(digest, self.policies.len(), self.clock.now_us())?;
-                Some(Decision { outcome: Outcome::Limited, verdicts, tier })
+                Decision { outcome: Outcome::Limited, verdicts, tier }
             }
-        }
+        };
+        Some(self.answer(&decision))
     }
 
     fn local_decision(&self, digest: u64, tier: Tier, when_allowed: Outcome) -> Decision {
@@ -323,7 +363,13 @@ impl Shared {
     }
 
     /// Ask Redis; on a timeout or error apply the failure mode.
-    pub(crate) async fn decide_remote(self: Arc<Self>, key: ClientKey, digest: u64, tier: Tier) -> Decision {
+    pub(crate) async fn decide_remote(&self, key: Option<ClientKey>, digest: u64, tier: Tier) -> Answer {
+        let key = key.expect("the client key is kept whenever a Redis store is used");
+        let decision = self.remote_decision(key, digest, tier).await;
+        self.answer(&decision)
+    }
+
+    async fn remote_decision(&self, key: ClientKey, digest: u64, tier: Tier) -> Decision {
         let redis = self.redis.as_ref().expect("decide_remote is called only with a Redis store");
         let mut policies = [("", Gcra { emission_us: 1, tolerance_us: 1 }); MAX_POLICIES];
         for (slot, (p, g)) in policies.iter_mut().zip(self.policies.iter().zip(self.gcras(tier))) {
@@ -347,7 +393,7 @@ impl Shared {
     }
 
     /// Count the decision and turn it into what the service does.
-    pub(crate) fn answer(&self, decision: &Decision) -> Answer {
+    fn answer(&self, decision: &Decision) -> Answer {
         self.record(decision);
         let fields = self.headers.then(|| self.fields(decision)).flatten();
         match decision.outcome {
@@ -404,6 +450,30 @@ impl Shared {
         let state = HeaderValue::from_str(&state).expect("policy names are checked to be printable ASCII");
         Some((self.policy_header[decision.tier as usize].clone(), state))
     }
+}
+
+/// `ip:a.b.c.d`, as `ClientKeyResolver` writes an IPv4 key, without the formatting machinery.
+fn ipv4_key(ip: Ipv4Addr) -> ([u8; 18], usize) {
+    let mut buf = [0u8; 18];
+    buf[..3].copy_from_slice(b"ip:");
+    let mut len = 3;
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            buf[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            buf[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        buf[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    (buf, len)
 }
 
 /// The `/status` section of a [`RateLimitLayer`] (`"ratelimit"`): decisions per policy and
@@ -463,8 +533,21 @@ impl StatusSource for RateLimitStatus {
             "policies": policies,
             "local_keys": shared.local.len(),
             "local_bytes": shared.local.allocated_bytes(),
-            "local_decisions": shared.local.decisions(),
             "deny_cache_keys": shared.redis.as_ref().map_or(0, RedisStore::cached_denials),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_keys_are_spelled_as_the_resolver_spells_them() {
+        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.255", "255.255.255.255", "1.20.199.9"] {
+            let ip: Ipv4Addr = ip.parse().unwrap();
+            let (buf, len) = ipv4_key(ip);
+            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), format!("ip:{ip}"));
+        }
     }
 }

@@ -7,10 +7,7 @@
 //! no entry, so idle entries are dropped without changing any decision: each shard sweeps them
 //! out whenever it has doubled since its last sweep.
 
-use std::{
-    hash::{BuildHasher, BuildHasherDefault, Hasher},
-    sync::atomic::{AtomicU64, Ordering},
-};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard};
@@ -191,14 +188,13 @@ pub(crate) struct LocalStore {
     /// Per-policy salts: a client's entries for different policies live in one shard (so a
     /// decision over several policies takes one lock) under different digests.
     salts: [u64; MAX_POLICIES],
-    decisions: AtomicU64,
 }
 
 impl LocalStore {
     pub(crate) fn new() -> Self {
         let hasher = foldhash::quality::RandomState::default();
         let salts = std::array::from_fn(|i| hasher.hash_one(("policy salt", i)) | 1);
-        LocalStore { tats: ShardedMap::new(), hasher, salts, decisions: AtomicU64::new(0) }
+        LocalStore { tats: ShardedMap::new(), hasher, salts }
     }
 
     /// The digest of a client key.
@@ -220,14 +216,7 @@ impl LocalStore {
                 shard.insert(digest ^ self.salts[i], *tat, now);
             }
         }
-        drop(shard);
-        self.decisions.fetch_add(1, Ordering::Relaxed);
         verdicts
-    }
-
-    /// Decisions made.
-    pub(crate) fn decisions(&self) -> u64 {
-        self.decisions.load(Ordering::Relaxed)
     }
 
     /// Entries held.

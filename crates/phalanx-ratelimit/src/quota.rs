@@ -95,7 +95,7 @@ impl Gcra {
         if ahead <= self.tolerance_us {
             let verdict = Verdict {
                 allowed: true,
-                remaining: (self.tolerance_us - ahead) / self.emission_us,
+                remaining: ((self.tolerance_us - ahead) / self.emission_us) as u32,
                 reset_us: ahead,
                 retry_after_us: 0,
             };
@@ -117,7 +117,7 @@ impl Gcra {
         let ahead = stored_tat.max(now) - now;
         Verdict {
             allowed: true,
-            remaining: self.tolerance_us.saturating_sub(ahead) / self.emission_us,
+            remaining: (self.tolerance_us.saturating_sub(ahead) / self.emission_us) as u32,
             reset_us: ahead,
             retry_after_us: 0,
         }
@@ -130,7 +130,7 @@ pub(crate) struct Verdict {
     /// Whether this policy lets the request through.
     pub(crate) allowed: bool,
     /// Requests that would pass right now after this one (the `r` of the `RateLimit` field).
-    pub(crate) remaining: u64,
+    pub(crate) remaining: u32,
     /// Microseconds until the quota is fully restored (the `t` of the `RateLimit` field).
     pub(crate) reset_us: u64,
     /// Microseconds until a request would pass again (0 when allowed).

@@ -12,7 +12,7 @@ use phalanx_core::{LayerBody, Problem, Tier};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::layer::{Answer, Decision, Shared, RATELIMIT, RATELIMIT_POLICY};
+use crate::layer::{Answer, Shared, RATELIMIT, RATELIMIT_POLICY};
 
 /// The service made by [`crate::RateLimitLayer`].
 #[derive(Clone)]
@@ -47,26 +47,29 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let key = self.shared.client_key(&req);
+        let (digest, key) = self.shared.identify(&req);
         let tier = req.extensions().get::<Tier>().copied().unwrap_or_default();
-        let digest = self.shared.digest(&key);
-        let state = match self.shared.try_decide(digest, tier) {
-            Some(decision) => State::start(&self.shared, &decision, &mut self.inner, req),
+        let state = match self.shared.try_answer(digest, tier) {
+            Some(answer) => State::start(answer, &mut self.inner, req),
             None => {
-                // The decision needs a round trip: take the service that was made ready along.
+                // The decision needs a round trip: the service that was made ready, the request
+                // and the shared state go along into one boxed future.
                 let clone = self.inner.clone();
                 let ready = std::mem::replace(&mut self.inner, clone);
+                let shared = self.shared.clone();
                 State::Deciding {
-                    decision: Box::pin(self.shared.clone().decide_remote(key, digest, tier)),
-                    pending: Some((ready, req)),
+                    decision: Box::pin(async move {
+                        let answer = shared.decide_remote(key, digest, tier).await;
+                        (answer, ready, req)
+                    }),
                 }
             }
         };
-        ResponseFuture { state, shared: self.shared.clone() }
+        ResponseFuture { state }
     }
 }
 
-type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send>>;
+type DecisionFuture<S, ReqBody> = Pin<Box<dyn Future<Output = (Answer, S, Request<ReqBody>)> + Send>>;
 
 pin_project! {
     /// The response future of [`RateLimitService`].
@@ -76,7 +79,6 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
-        shared: Arc<Shared>,
     }
 }
 
@@ -86,7 +88,7 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Deciding { decision: DecisionFuture, pending: Option<(S, Request<ReqBody>)> },
+        Deciding { decision: DecisionFuture<S, ReqBody> },
         Calling { #[pin] future: S::Future, fields: Option<(HeaderValue, HeaderValue)> },
         Rejected { problem: Option<Box<Problem>> },
     }
@@ -96,8 +98,8 @@ impl<S, ReqBody> State<S, ReqBody>
 where
     S: Service<Request<ReqBody>>,
 {
-    fn start(shared: &Shared, decision: &Decision, service: &mut S, req: Request<ReqBody>) -> Self {
-        match shared.answer(decision) {
+    fn start(answer: Answer, service: &mut S, req: Request<ReqBody>) -> Self {
+        match answer {
             Answer::Pass(fields) => State::Calling { future: service.call(req), fields },
             Answer::Reject(problem) => State::Rejected { problem: Some(problem) },
         }
@@ -114,10 +116,9 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Deciding { decision, pending } => {
-                    let decision = ready!(decision.as_mut().poll(cx));
-                    let (mut service, req) = pending.take().expect("polled after the decision was taken");
-                    let next = State::start(this.shared, &decision, &mut service, req);
+                StateProj::Deciding { decision } => {
+                    let (answer, mut service, req) = ready!(decision.as_mut().poll(cx));
+                    let next = State::start(answer, &mut service, req);
                     this.state.set(next);
                 }
                 StateProj::Calling { future, fields } => {

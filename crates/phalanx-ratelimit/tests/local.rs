@@ -132,6 +132,23 @@ async fn a_client_key_already_in_the_extensions_is_used() {
     assert_eq!(status(&layer, from_client("y")).await, StatusCode::OK);
 }
 
+#[tokio::test(start_paused = true)]
+async fn peer_ip_keys_match_the_resolver_spelling() {
+    // The default key source is the peer IP, digested without allocating; a `ClientKey` put in
+    // the extensions by ClassifyLayer for the same client must count against the same quota.
+    let layer = RateLimitLayer::builder().policy(Policy::new("p", Quota::per_hour(2))).build().unwrap();
+    let from_peer = || {
+        let mut req = Request::new(());
+        req.extensions_mut().insert(PeerAddr("198.51.100.23:80".parse::<SocketAddr>().unwrap()));
+        req
+    };
+    assert_eq!(status(&layer, from_peer()).await, StatusCode::OK);
+    let mut classified = from_peer();
+    classified.extensions_mut().insert(ClientKey::new("ip:198.51.100.23"));
+    assert_eq!(status(&layer, classified).await, StatusCode::OK);
+    assert_eq!(status(&layer, from_peer()).await, StatusCode::TOO_MANY_REQUESTS);
+}
+
 fn parameter(entry: &ListEntry, name: &str) -> i64 {
     let ListEntry::Item(item) = entry else { panic!("an inner list: {entry:?}") };
     item.params.get(name).and_then(BareItem::as_int).unwrap_or_else(|| panic!("no integer {name} in {entry:?}"))
