@@ -18,6 +18,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
@@ -258,6 +259,10 @@ struct Shared {
     rng: AtomicU64,
     inner: Mutex<Inner>,
     listeners: RwLock<Vec<Listener>>,
+    /// The last problem document rendered for a refusal, by state and `Retry-After` seconds:
+    /// while a breaker is open every request is refused, so the document is rendered about
+    /// once a second instead of once a request.
+    rejection: Mutex<Option<(State, u64, Bytes)>>,
 }
 
 struct Inner {
@@ -298,6 +303,7 @@ impl CircuitBreaker {
                     finished: [0; 5],
                 }),
                 listeners: RwLock::new(Vec::new()),
+                rejection: Mutex::new(None),
                 name,
                 config,
             }),
@@ -464,6 +470,20 @@ impl CircuitBreaker {
             self.enter(&mut inner, state)
         };
         self.notify(transition);
+    }
+
+    /// The rendered refusal for this state and `Retry-After`, rendered by `render` when the
+    /// cached one is for another.
+    pub(crate) fn rejection_body(&self, state: State, retry_after_secs: u64, render: impl FnOnce() -> Bytes) -> Bytes {
+        let mut cached = self.shared.rejection.lock();
+        match &*cached {
+            Some((s, secs, body)) if *s == state && *secs == retry_after_secs => body.clone(),
+            _ => {
+                let body = render();
+                *cached = Some((state, retry_after_secs, body.clone()));
+                body
+            }
+        }
     }
 
     fn permit(&self, word: u64) -> Permit {

@@ -8,8 +8,11 @@ use std::{
 };
 
 use axum::extract::MatchedPath;
-use http::{Request, Response};
-use phalanx_core::{problem::types, LayerBody, Problem};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use phalanx_core::{
+    problem::{retry_after_secs, types, PROBLEM_JSON},
+    LayerBody, Problem,
+};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -72,7 +75,7 @@ where
 {
     type Response = Response<LayerBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, ResBody>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Admission happens in `call`: axum never polls readiness on the clone it calls.
@@ -80,48 +83,66 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let admitted = match &self.pick {
-            Pick::Fixed(breaker) => breaker.try_acquire(),
+        let per_route;
+        let breaker = match &self.pick {
+            Pick::Fixed(breaker) => breaker,
             Pick::PerRoute(registry) => {
                 let name =
                     req.extensions().get::<MatchedPath>().map_or(phalanx_core::names::UNMATCHED_ROUTE, |p| p.as_str());
-                registry.get_or_create(name).try_acquire()
+                per_route = registry.get_or_create(name);
+                &per_route
             }
         };
-        match admitted {
+        match breaker.try_acquire() {
             Ok(permit) => ResponseFuture { kind: Kind::Called { future: self.inner.call(req), permit: Some(permit) } },
-            Err(refused) => ResponseFuture { kind: Kind::Refused { refused: Some(refused) } },
+            Err(refused) => {
+                ResponseFuture { kind: Kind::Refused { response: Some(cached_open_response(breaker, &refused)) } }
+            }
         }
     }
 }
 
-/// The 503 for a refused call.
-pub fn open_response<B>(refused: &CallNotPermitted) -> Response<LayerBody<B>> {
+/// The problem document of a refused call: 503, typed [`types::CIRCUIT_OPEN`], with the
+/// breaker's name and state and `Retry-After` (the rest of the wait in open).
+pub fn open_problem(refused: &CallNotPermitted) -> Problem {
     Problem::unavailable(types::CIRCUIT_OPEN, refused.retry_after)
         .with_title("Circuit Open")
         .with_detail(format!("the circuit breaker '{}' is {}", refused.breaker, refused.state))
         .with_member("breaker", refused.breaker.as_ref())
         .with_member("state", refused.state.as_str())
-        .into_response()
+}
+
+/// The 503 response of [`open_problem`], its document rendered once per breaker, state and
+/// `Retry-After` second (the same bytes and headers `Problem::into_response` gives).
+fn cached_open_response<B>(breaker: &CircuitBreaker, refused: &CallNotPermitted) -> Response<LayerBody<B>> {
+    let secs = retry_after_secs(refused.retry_after);
+    let body = breaker.rejection_body(refused.state, secs, || open_problem(refused).to_json());
+    let mut res = Response::new(LayerBody::full(body));
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = res.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    res
 }
 
 pin_project! {
     /// The response future of [`CircuitBreakerService`].
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, B> {
         #[pin]
-        kind: Kind<F>,
+        kind: Kind<F, B>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
-    enum Kind<F> {
+    enum Kind<F, B> {
         Called { #[pin] future: F, permit: Option<Permit> },
-        Refused { refused: Option<CallNotPermitted> },
+        Refused { response: Option<Response<LayerBody<B>>> },
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -142,9 +163,8 @@ where
                 }
                 Poll::Ready(result.map(|res| res.map(LayerBody::inner)))
             }
-            KindProj::Refused { refused } => {
-                let refused = refused.take().expect("ResponseFuture polled after completion");
-                Poll::Ready(Ok(open_response(&refused)))
+            KindProj::Refused { response } => {
+                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
             }
         }
     }

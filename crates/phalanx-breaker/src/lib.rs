@@ -52,6 +52,6 @@ pub use breaker::{
     StateTransition,
 };
 pub use config::{Backoff, BreakerConfig, CallOutcome, CancelledAs, ConfigError, StatusSet, WindowType};
-pub use layer::{open_response, CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
+pub use layer::{open_problem, CircuitBreakerLayer, CircuitBreakerService, ResponseFuture};
 pub use middleware::{upstream_key, BreakerMiddleware};
 pub use registry::{BreakerRegistry, BreakerRegistryBuilder};

@@ -240,3 +240,38 @@ fn per_name_configuration_and_invalid_configuration() {
     let panic = std::panic::catch_unwind(|| BreakerRegistry::new(config().minimum_number_of_calls(0)));
     assert!(panic.is_err());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_refusal_is_the_problem_document_and_follows_the_remaining_wait() {
+    let breaker = CircuitBreaker::new("db", config()).unwrap();
+    for _ in 0..4 {
+        breaker.try_acquire().unwrap().failure();
+    }
+    let ok =
+        tower::service_fn(|_req: Request<Body>| async { Ok::<_, std::io::Error>(http::Response::new(Body::empty())) });
+    let svc = tower::Layer::layer(&CircuitBreakerLayer::new(breaker.clone()), ok);
+    let refuse = || async {
+        let res = svc.clone().oneshot(Request::get("/").body(Body::empty()).unwrap()).await.unwrap();
+        let (parts, body) = res.into_parts();
+        (parts, body.collect().await.unwrap().to_bytes())
+    };
+    let expected = |breaker: &CircuitBreaker| {
+        let refused = breaker.try_acquire().unwrap_err();
+        phalanx_breaker::open_problem(&refused).into_response::<Body>()
+    };
+
+    // Advances add up to 26 s of the 30 s wait.
+    for elapsed in [0, 1, 5, 20] {
+        tokio::time::advance(Duration::from_secs(elapsed)).await;
+        let (parts, body) = refuse().await;
+        let want = expected(&breaker);
+        assert_eq!(parts.status, want.status());
+        assert_eq!(parts.headers, *want.headers());
+        assert_eq!(body, want.into_body().collect().await.unwrap().to_bytes());
+    }
+    tokio::time::advance(Duration::from_millis(3500)).await;
+    let (parts, body) = refuse().await;
+    assert_eq!(parts.headers[header::RETRY_AFTER], "1", "0.5 s left, rounded up");
+    let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc["retry_after"], 1);
+}
