@@ -67,7 +67,7 @@ where
                 let ready = std::mem::replace(&mut self.inner, clone);
                 let deadline = Instant::now() + shared.policies[priority.index()].queue_timeout;
                 State::Waiting {
-                    sleep: tokio::time::sleep_until(deadline),
+                    sleep: Box::pin(tokio::time::sleep_until(deadline)),
                     grant,
                     ticket,
                     pending: Some((ready, req)),
@@ -103,8 +103,8 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Waiting {
-            #[pin]
-            sleep: Sleep,
+            // Boxed: only waiting requests pay for the timer; the admitted path stays small.
+            sleep: Pin<Box<Sleep>>,
             grant: oneshot::Receiver<Permit>,
             ticket: QueueTicket,
             pending: Option<(S, Request<ReqBody>)>,
@@ -157,7 +157,7 @@ where
                             continue;
                         }
                         Poll::Pending => {
-                            ready!(sleep.poll(cx));
+                            ready!(sleep.as_mut().poll(cx));
                             match ticket.withdraw() {
                                 Some(reason) => {
                                     let next = shed(shared, priority, reason);
