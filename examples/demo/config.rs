@@ -1,68 +1,123 @@
-//! The demo's configuration: one TOML file (`PHALANX_CONFIG`) plus environment variables
-//! (`BIND`, `DATABASE_URL`, `REDIS_URL`), which win over the file.
+//! The demo's configuration: one TOML file (`PHALANX_CONFIG`; the embedded `demo.toml` when
+//! unset) plus environment variables (`BIND`, `DATABASE_URL`, `REDIS_URL`), which win.
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
+use phalanx::{
+    admission::AdmissionConfig,
+    breaker::BreakerConfig,
+    cache::{HttpCacheConfig, TieredConfig},
+    core::{Priority, Tier},
+    pools::{DbPoolConfig, HttpClientConfig, RedisPoolConfig},
+    ratelimit::RateLimitConfig,
+};
 use serde::Deserialize;
 
-/// Everything the demo reads at start-up. Every field has a default, so no file is needed.
+/// The embedded defaults: the demo runs on this file when no other is given.
+pub(crate) const EMBEDDED: &str = include_str!("demo.toml");
+
+/// Everything the demo reads at start-up.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[serde(deny_unknown_fields)]
 pub(crate) struct DemoConfig {
-    /// Listen address. Default `127.0.0.1:3000`; env `BIND`.
+    /// Listen address; env `BIND`.
     pub(crate) bind: SocketAddr,
-    /// `sqlite://…` or `postgres://…`. Default: an SQLite file beside the working directory;
-    /// env `DATABASE_URL`.
+    /// `sqlite://…` or `postgres://…`; env `DATABASE_URL`.
     pub(crate) database_url: String,
-    /// Redis for the L2 cache, the distributed rate limiter and cross-node invalidation.
-    /// Default: none (L1 only, in-process limiter); env `REDIS_URL`.
+    /// Redis for L2, distributed limits and cross-node invalidation; env `REDIS_URL`.
+    #[serde(default)]
     pub(crate) redis_url: Option<String>,
-    /// Items seeded into an empty catalog. Default 100 000.
+    /// Items seeded into an empty catalog.
     pub(crate) seed_items: i64,
-    /// Listen backlog. Default 4096.
+    /// Listen backlog.
     pub(crate) backlog: u32,
-    /// After SIGTERM/SIGINT, `/readyz` answers 503 this long before the listener closes, so a
-    /// load balancer stops sending new requests first. Default 2000 ms.
+    /// After SIGTERM/SIGINT `/readyz` answers 503 this long before the listener closes.
     pub(crate) drain_delay_ms: u64,
-    /// In-flight requests get this long to finish after the listener closes. Default 30 s.
+    /// In-flight requests get this long to finish after the listener closes.
     pub(crate) shutdown_timeout_ms: u64,
-    /// Per-request timeout of the whole stack. Default 10 s.
+    /// Per-request timeout of the whole stack.
     pub(crate) request_timeout_ms: u64,
+    /// `max-age` of `GET /items/{id}` responses.
+    pub(crate) item_max_age_s: u32,
+    /// `max-age` of `GET /items` pages.
+    pub(crate) list_max_age_s: u32,
+    pub(crate) classify: ClassifyConfig,
+    pub(crate) ratelimit: RateLimitConfig,
+    pub(crate) cache: CacheConfig,
+    /// One admission limiter per route group: `items`, `upstream`.
+    pub(crate) admission: BTreeMap<String, AdmissionConfig>,
+    #[serde(default)]
+    pub(crate) breaker: BreakerConfig,
+    #[serde(default)]
+    pub(crate) pools: PoolsConfig,
+    #[serde(default)]
+    pub(crate) upstream: UpstreamConfig,
 }
 
-impl Default for DemoConfig {
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct ClassifyConfig {
+    pub(crate) priority_header: String,
+    pub(crate) max_header_priority: Priority,
+    pub(crate) api_key_header: String,
+    pub(crate) routes: BTreeMap<String, Priority>,
+    pub(crate) api_keys: BTreeMap<String, Tier>,
+}
+
+impl Default for ClassifyConfig {
     fn default() -> Self {
-        DemoConfig {
-            bind: SocketAddr::from(([127, 0, 0, 1], 3000)),
-            database_url: "sqlite://phalanx-demo.db?mode=rwc".into(),
-            redis_url: None,
-            seed_items: 100_000,
-            backlog: 4096,
-            drain_delay_ms: 2000,
-            shutdown_timeout_ms: 30_000,
-            request_timeout_ms: 10_000,
+        ClassifyConfig {
+            priority_header: "x-priority".into(),
+            max_header_priority: Priority::High,
+            api_key_header: "x-api-key".into(),
+            routes: BTreeMap::new(),
+            api_keys: BTreeMap::new(),
         }
     }
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct CacheConfig {
+    /// The TieredCache of catalog rows.
+    pub(crate) rows: TieredConfig,
+    /// The HTTP response cache's rules.
+    pub(crate) http: HttpCacheConfig,
+    /// The TieredCache under the HTTP response cache.
+    pub(crate) http_store: TieredConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct PoolsConfig {
+    pub(crate) db: DbPoolConfig,
+    pub(crate) redis: RedisPoolConfig,
+    pub(crate) http: HttpClientConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct UpstreamConfig {
+    /// The origin `/upstream/quote` calls; none: an in-process upstream.
+    pub(crate) url: Option<String>,
+}
+
 impl DemoConfig {
-    /// The file named by `PHALANX_CONFIG` (if any), then the environment.
+    /// The file named by `PHALANX_CONFIG` (or the embedded one), then the environment.
     pub(crate) fn load() -> Result<Self, String> {
         let mut config = match std::env::var("PHALANX_CONFIG") {
             Ok(path) => Self::from_file(Path::new(&path))?,
-            Err(_) => DemoConfig::default(),
+            Err(_) => Self::from_toml(EMBEDDED).map_err(|e| format!("embedded demo.toml: {e}"))?,
         };
         config.apply_env(|k| std::env::var(k).ok())?;
         Ok(config)
     }
 
-    /// Parse a TOML file.
     pub(crate) fn from_file(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
         Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
-    /// Parse TOML text.
     pub(crate) fn from_toml(text: &str) -> Result<Self, String> {
         toml::from_str(text).map_err(|e| e.to_string())
     }
@@ -91,5 +146,35 @@ impl DemoConfig {
 
     pub(crate) fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_parses_and_env_wins() {
+        let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
+        assert_eq!(config.bind.port(), 3000);
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.ratelimit.policies.len(), 2);
+        assert!(config.admission.contains_key("items"));
+        config
+            .apply_env(|k| match k {
+                "BIND" => Some("127.0.0.1:4000".into()),
+                "REDIS_URL" => Some("redis://127.0.0.1:6379".into()),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(config.bind.port(), 4000);
+        assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert!(config.apply_env(|k| (k == "BIND").then(|| "nonsense".into())).is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = format!("{EMBEDDED}\nno_such_setting = 1\n");
+        assert!(DemoConfig::from_toml(&text).unwrap_err().contains("no_such_setting"));
     }
 }

@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use sqlx::{any::AnyPoolOptions, AnyPool, Row};
+use sqlx::{AnyPool, Row};
 
 /// A catalog item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,13 +52,6 @@ fn item_from_row(row: &sqlx::any::AnyRow) -> Result<Item, sqlx::Error> {
 
 fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A pool options object sized for the backend: SQLite serialises writers, so a handful of
-/// connections serve best; PostgreSQL gets a pool sized by Little's law (see the README).
-pub(crate) fn pool_options(url: &str) -> AnyPoolOptions {
-    let max = if url.starts_with("sqlite") { 8 } else { 32 };
-    AnyPoolOptions::new().max_connections(max).min_connections(2)
 }
 
 /// Apply the migrations in `examples/demo/migrations`.

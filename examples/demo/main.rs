@@ -9,15 +9,16 @@ mod config;
 mod db;
 mod routes;
 mod state;
+mod upstream;
 
 use std::{future::IntoFuture, sync::atomic::Ordering};
 
 use axum::serve::ListenerExt;
 use tokio::net::TcpSocket;
 
-use crate::{config::DemoConfig, state::AppState};
+use crate::config::DemoConfig;
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
+fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()),
@@ -28,9 +29,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(config))
 }
 
-async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error>> {
-    let state = AppState::build(&config).await?;
-    let app = routes::router(state.clone(), &config);
+async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (state, layers) = state::build(&config).await?;
+    let app = routes::router(state.clone(), &layers, &config)?;
 
     let socket = if config.bind.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;

@@ -1,16 +1,22 @@
 //! The demo's routes and the order of its layers.
 
-use std::sync::atomic::Ordering;
+use std::{sync::atomic::Ordering, time::Duration};
 
 use axum::{
     extract::{Path, Query, State},
-    http::StatusCode,
+    http::{header, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
-use phalanx_core::{problem::types, Problem};
-use phalanx_metrics::StatusReport;
+use fred::interfaces::KeysInterface;
+use phalanx::{
+    breaker::{CallNotPermitted, CircuitBreakerLayer},
+    cache::EntryOptions,
+    core::{problem::types, ClassifyLayer, Problem},
+    metrics::StatusReport,
+    pools::{Http, PoolRejection},
+};
 use serde::Deserialize;
 use tower::ServiceBuilder;
 use tower_http::{
@@ -21,31 +27,52 @@ use tower_http::{
 
 use crate::{
     config::DemoConfig,
-    db::{self, ItemUpdate},
-    state::AppState,
+    db::{self, Item, ItemUpdate},
+    state::{AppState, Layers},
+    upstream::Behaviour,
 };
 
-pub(crate) fn router(state: AppState, config: &DemoConfig) -> Router {
-    let status = StatusReport::new(state.metrics.stats(), state.status.clone());
-    let api = Router::new()
+const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
+
+pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> Result<Router, String> {
+    let admission = |group: &str| {
+        layers.admission.get(group).cloned().ok_or_else(|| format!("no [admission.{group}] in the configuration"))
+    };
+    // Innermost first: a per-route breaker, then admission (route layers added later wrap earlier ones).
+    let items = Router::new()
         .route("/items/{id}", get(get_item).put(put_item))
         .route("/items", get(list_items))
-        .with_state(state.clone());
+        .route_layer(CircuitBreakerLayer::per_route(layers.breakers.clone()))
+        .route_layer(admission("items")?);
+    // The client-side breaker of the upstream lives in the Http client.
+    let upstream = Router::new().route("/upstream/quote", get(upstream_quote)).route_layer(admission("upstream")?);
+    // Outermost first: classification, rate limits, then the response cache, so a fresh hit is
+    // answered before admission and never waits for a slot.
+    let api = items.merge(upstream).with_state(state.clone()).layer(
+        ServiceBuilder::new()
+            .layer(ClassifyLayer::new(layers.classifier.clone()))
+            .layer(layers.ratelimit.clone())
+            .layer(state.http_cache.clone()),
+    );
+
+    let status = StatusReport::new(layers.metrics.stats(), layers.status.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .with_state(state.clone())
-        .merge(state.exporter.router("/metrics"))
+        .route("/upstream/control", get(get_upstream_control).post(set_upstream_control))
+        .route("/stats/writes", get(write_count))
+        .with_state(state)
+        .merge(layers.exporter.router("/metrics"))
         .merge(status.router("/status"));
 
     // Outermost first: metrics see every request, the rejections of the layers inside included.
-    let stack = ServiceBuilder::new()
-        .layer(state.metrics.clone())
+    let outer = ServiceBuilder::new()
+        .layer(layers.metrics.clone())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout()))
         .layer(CatchPanicLayer::new());
-    api.merge(ops).layer(stack)
+    Ok(api.merge(ops).layer(outer))
 }
 
 /// A problem document as an axum response.
@@ -56,7 +83,7 @@ fn problem(p: Problem) -> Response {
 fn database_unavailable(e: sqlx::Error) -> Response {
     tracing::warn!(error = %e, "database error");
     problem(
-        Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, std::time::Duration::from_secs(1))
+        Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, Duration::from_secs(1))
             .with_detail("the catalog database did not answer"),
     )
 }
@@ -65,17 +92,58 @@ fn not_found(id: i64) -> Response {
     problem(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no item {id}")))
 }
 
+fn cache_headers(res: &mut Response, max_age_s: u32, tag: &str, etag: Option<String>) {
+    let headers = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age_s}")) {
+        headers.insert(header::CACHE_CONTROL, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(tag) {
+        headers.insert(CACHE_TAG, v);
+    }
+    if let Some(v) = etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        headers.insert(header::ETAG, v);
+    }
+}
+
+fn item_tag(id: i64) -> String {
+    format!("item:{id}")
+}
+
+enum LoadError {
+    NotFound,
+    Pool(PoolRejection),
+    Database(sqlx::Error),
+}
+
 async fn get_item(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
-    let result = async {
-        let mut conn = state.pool.acquire().await?;
-        db::get_item(&mut conn, id).await
+    let options = EntryOptions::new().tag(item_tag(id));
+    // Rows come from the TieredCache; a connection is taken only on a miss, and concurrent
+    // misses for one row make one query.
+    let loaded = state
+        .rows
+        .get_with_options(id, options, async {
+            let mut conn = state.db.acquire().await.map_err(LoadError::Pool)?;
+            match db::get_item(&mut conn, id).await {
+                Ok(Some(item)) => Ok(item),
+                Ok(None) => Err(LoadError::NotFound),
+                Err(e) => Err(LoadError::Database(e)),
+            }
+        })
+        .await;
+    match loaded {
+        Ok(item) => item_response(&state, item),
+        Err(LoadError::NotFound) => not_found(id),
+        Err(LoadError::Pool(rejection)) => rejection.into_response(),
+        Err(LoadError::Database(e)) => database_unavailable(e),
     }
-    .await;
-    match result {
-        Ok(Some(item)) => Json(item).into_response(),
-        Ok(None) => not_found(id),
-        Err(e) => database_unavailable(e),
-    }
+}
+
+fn item_response(state: &AppState, item: Item) -> Response {
+    let etag = format!("\"{}-{}\"", item.id, item.version);
+    let tag = item_tag(item.id);
+    let mut res = Json(item).into_response();
+    cache_headers(&mut res, state.item_max_age_s, &tag, Some(etag));
+    res
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,18 +155,23 @@ pub(crate) struct Page {
 async fn list_items(State(state): State<AppState>, Query(page): Query<Page>) -> Response {
     let number = page.page.unwrap_or(1);
     let per_page = page.per_page.unwrap_or(20);
-    if number < 1 || !(1..=100).contains(&per_page) {
+    if !(1..=1_000_000).contains(&number) || !(1..=100).contains(&per_page) {
         return problem(
-            Problem::new(StatusCode::BAD_REQUEST).with_detail("page must be >= 1 and per_page within 1..=100"),
+            Problem::new(StatusCode::BAD_REQUEST)
+                .with_detail("page must be within 1..=1000000 and per_page within 1..=100"),
         );
     }
-    let result = async {
-        let mut conn = state.pool.acquire().await?;
-        db::list_items(&mut conn, number, per_page).await
-    }
-    .await;
-    match result {
-        Ok(items) => Json(items).into_response(),
+    let mut conn = match state.db.acquire().await {
+        Ok(conn) => conn,
+        Err(rejection) => return rejection.into_response(),
+    };
+    match db::list_items(&mut conn, number, per_page).await {
+        Ok(items) => {
+            let mut res = Json(items).into_response();
+            // Pages are not purged on writes: they may lag a write by up to their max-age.
+            cache_headers(&mut res, state.list_max_age_s, "items", None);
+            res
+        }
         Err(e) => database_unavailable(e),
     }
 }
@@ -107,16 +180,98 @@ async fn put_item(State(state): State<AppState>, Path(id): Path<i64>, Json(updat
     if let Err(why) = update.validate() {
         return problem(Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(why));
     }
-    let result = async {
-        let mut conn = state.pool.acquire().await?;
-        db::update_item(&mut conn, id, &update).await
-    }
-    .await;
-    match result {
-        Ok(Some(item)) => Json(item).into_response(),
+    let mut conn = match state.db.acquire().await {
+        Ok(conn) => conn,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let updated = db::update_item(&mut conn, id, &update).await;
+    drop(conn);
+    match updated {
+        Ok(Some(item)) => {
+            // The row and every stored response tagged with it go, on every node (through
+            // Redis pub/sub when Redis is configured).
+            let tag = item_tag(id);
+            state.rows.invalidate_tag(&tag).await;
+            state.http_cache.purge_tag(&tag).await;
+            count_write(&state).await;
+            item_response(&state, item)
+        }
         Ok(None) => not_found(id),
         Err(e) => database_unavailable(e),
     }
+}
+
+const WRITES_KEY: &str = "phalanx:demo:writes";
+
+/// Count writes across every node in Redis, when there is one. The count is a by-product: a
+/// Redis that is slow or gone costs the write nothing but the pool's bounded wait, and the
+/// failure is counted in the pool's metrics.
+async fn count_write(state: &AppState) {
+    let Some(pool) = &state.redis else { return };
+    if let Ok(redis) = pool.acquire().await {
+        let _ = redis.run(|c| async move { c.incr::<i64, _>(WRITES_KEY).await }).await;
+    }
+}
+
+async fn write_count(State(state): State<AppState>) -> Response {
+    let Some(pool) = &state.redis else {
+        return problem(
+            Problem::new(StatusCode::NOT_FOUND).with_detail("writes are counted only when Redis is configured"),
+        );
+    };
+    let redis = match pool.acquire().await {
+        Ok(redis) => redis,
+        Err(rejection) => return rejection.into_response(),
+    };
+    match redis.run(|c| async move { c.get::<Option<i64>, _>(WRITES_KEY).await }).await {
+        Ok(n) => Json(serde_json::json!({ "writes": n.unwrap_or(0) })).into_response(),
+        Err(e) => problem(
+            Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, Duration::from_secs(1)).with_detail(e.to_string()),
+        ),
+    }
+}
+
+async fn upstream_quote(State(state): State<AppState>, Http(client): Http) -> Response {
+    match client.get(format!("{}/quote", state.upstream_url)).send().await {
+        Ok(res) => {
+            let status = res.status();
+            let body = res.bytes().await.unwrap_or_default();
+            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        }
+        Err(reqwest_middleware::Error::Middleware(e)) if e.downcast_ref::<CallNotPermitted>().is_some() => {
+            let open = e.downcast_ref::<CallNotPermitted>().expect("checked above");
+            problem(
+                Problem::unavailable(types::CIRCUIT_OPEN, open.retry_after)
+                    .with_detail(format!("the upstream's circuit breaker '{}' is {}", open.breaker, open.state)),
+            )
+        }
+        Err(e) => problem(
+            Problem::new(StatusCode::BAD_GATEWAY)
+                .with_type(types::DEPENDENCY_UNAVAILABLE)
+                .with_detail(format!("the upstream did not answer: {e}")),
+        ),
+    }
+}
+
+async fn get_upstream_control(State(state): State<AppState>) -> Response {
+    match &state.upstream_control {
+        Some(control) => Json(control.get()).into_response(),
+        None => no_local_upstream(),
+    }
+}
+
+async fn set_upstream_control(State(state): State<AppState>, Json(behaviour): Json<Behaviour>) -> Response {
+    match &state.upstream_control {
+        Some(control) => match control.set(behaviour) {
+            Ok(now) => Json(now).into_response(),
+            Err(why) => problem(Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(why)),
+        },
+        None => no_local_upstream(),
+    }
+}
+
+fn no_local_upstream() -> Response {
+    problem(Problem::new(StatusCode::CONFLICT).with_detail("the demo calls a configured upstream, not its own"))
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -124,7 +279,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         (StatusCode::OK, "ready").into_response()
     } else {
         problem(
-            Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, std::time::Duration::from_secs(5))
+            Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, Duration::from_secs(5))
                 .with_title("Draining")
                 .with_detail("this instance is shutting down"),
         )
