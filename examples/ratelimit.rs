@@ -1,0 +1,83 @@
+//! Rate limiting per client and per tier, configured from TOML: a premium API key gets a larger
+//! quota than an anonymous client, and every answer carries the IETF `RateLimit` fields.
+//!
+//! ```text
+//! cargo run --example ratelimit                                  # in-process store
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --example ratelimit  # shared store on Redis
+//! cargo run --example ratelimit -- --serve                       # then: curl -i localhost:3000/
+//! ```
+
+use std::net::SocketAddr;
+
+use axum::{body::Body, extract::ConnectInfo, http::Request, routing::get, Router};
+use phalanx_core::{
+    redis::{connect_in_background, RedisSettings},
+    Classifier, ClassifyLayer, StatusSource, Tier,
+};
+use phalanx_ratelimit::{RateLimitConfig, RATELIMIT, RATELIMIT_POLICY};
+use tower::ServiceExt;
+
+const CONFIG: &str = r#"
+[key]
+sources = [{ api_key = "x-api-key" }, { header = "x-client-id" }, "peer_ip"]
+
+[redis]
+prefix = "example:rl"
+deadline_ms = 5
+failure_mode = "open"
+
+[[policies]]
+name = "per-client"
+limit = 60
+window_secs = 60
+burst = 3
+tiers.premium = { limit = 600, window_secs = 60, burst = 20 }
+"#;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let config: RateLimitConfig = toml::from_str(CONFIG)?;
+    let redis = match std::env::var("REDIS_URL") {
+        Ok(url) => {
+            let pool = RedisSettings::from_url(url).build_pool()?;
+            connect_in_background(&pool);
+            Some(pool)
+        }
+        Err(_) => None,
+    };
+    let limiter = config.build(redis, None)?;
+    let status = limiter.status();
+    // The classifier puts the tier (from the API key) into the extensions; the limiter reads it.
+    let classifier = Classifier::builder().api_key_tier("x-api-key", "k-premium-1", Tier::Premium).build();
+    let app: Router =
+        Router::new().route("/", get(|| async { "hello\n" })).layer(limiter).layer(ClassifyLayer::new(classifier));
+
+    if std::env::args().any(|a| a == "--serve") {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+        println!("listening on http://127.0.0.1:3000");
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+        return Ok(());
+    }
+
+    for (who, header) in [("anonymous", None), ("premium", Some("k-premium-1"))] {
+        println!("-- {who}");
+        for _ in 0..5 {
+            let mut req = Request::builder().uri("/");
+            if let Some(key) = header {
+                req = req.header("x-api-key", key);
+            }
+            let mut req = req.body(Body::empty())?;
+            req.extensions_mut().insert(ConnectInfo(SocketAddr::from(([192, 0, 2, 1], 4000))));
+            let res = app.clone().oneshot(req).await?;
+            let field = |name| res.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+            println!(
+                "{} RateLimit-Policy: {} | RateLimit: {}",
+                res.status(),
+                field(&RATELIMIT_POLICY),
+                field(&RATELIMIT)
+            );
+        }
+    }
+    println!("-- /status section {}: {}", status.name(), status.report());
+    Ok(())
+}
