@@ -10,7 +10,7 @@ use std::{
     time::Duration,
 };
 
-use axum::extract::{FromRef, FromRequestParts};
+use axum::extract::{FromRef, FromRequestParts, OptionalFromRequestParts};
 use fred::{
     clients::{Client, Pool},
     error::Error as FredError,
@@ -441,5 +441,23 @@ where
 
     async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         RedisPool::from_ref(state).acquire().await
+    }
+}
+
+/// `Option<Redis>`: for handlers that use Redis when they can (a counter, a cache) and do
+/// without it otherwise. `None` when the state holds no pool (`Option<RedisPool>` is `None`:
+/// Redis not configured) or when no client could be had in time (the failure is still counted).
+impl<S> OptionalFromRequestParts<S> for Redis
+where
+    Option<RedisPool>: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(_parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        match Option::<RedisPool>::from_ref(state) {
+            Some(pool) => Ok(pool.acquire().await.ok()),
+            None => Ok(None),
+        }
     }
 }

@@ -27,7 +27,7 @@ async fn answer_sqlite(mut db: Db<sqlx::Sqlite>) -> String {
 }
 
 async fn answer_any(mut db: Db) -> String {
-    let n: i64 = sqlx::query_scalar("SELECT 41 + 1").fetch_one(&mut *db).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT CAST(41 + 1 AS BIGINT)").fetch_one(&mut *db).await.unwrap();
     n.to_string()
 }
 
@@ -286,4 +286,26 @@ async fn wait_for(cond: impl Fn() -> bool, what: &str) {
         assert!(Instant::now() < deadline, "not {what} within 5 s");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn any_pool_runs_the_same_handler_code_on_postgres() {
+    let Some(url) = postgres("any_pool_runs_the_same_handler_code_on_postgres").await else { return };
+    sqlx::any::install_default_drivers();
+    let name = unique("pg_any");
+    let pool = DbPool::<sqlx::Any>::new(DbPoolConfig {
+        name: name.clone(),
+        min_connections: 0,
+        max_connections: 2,
+        health: fast_health(),
+        ..DbPoolConfig::from_url(with_application_name(&url, &name))
+    })
+    .unwrap();
+    let app = Router::new().route("/", get(answer_any)).with_state(pool.clone());
+    let (status, _, body, _) = request(&app, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
+    // The background `SELECT 1` passes through the Any driver too.
+    wait_for(|| pool.report()["health"]["checks"].as_u64() >= Some(2), "two health checks").await;
+    assert_eq!(pool.report()["health"]["failed_checks"], 0);
+    assert_eq!(pool.health(), Health::Healthy);
 }

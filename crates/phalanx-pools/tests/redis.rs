@@ -169,3 +169,40 @@ async fn a_restarted_redis_is_unhealthy_then_used_again_without_a_manual_step() 
     let (status, _, body, _) = request(&app, "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "pong"));
 }
+
+#[derive(Clone)]
+struct OptionalState {
+    redis: Option<RedisPool>,
+}
+
+impl axum::extract::FromRef<OptionalState> for Option<RedisPool> {
+    fn from_ref(state: &OptionalState) -> Self {
+        state.redis.clone()
+    }
+}
+
+#[tokio::test]
+async fn optional_redis_is_none_when_not_configured_or_gone() {
+    async fn handler(redis: Option<Redis>) -> &'static str {
+        match redis {
+            Some(redis) if ping(&redis).await => "with redis",
+            Some(_) => "redis failed",
+            None => "without redis",
+        }
+    }
+    let unconfigured = Router::new().route("/", get(handler)).with_state(OptionalState { redis: None });
+    assert_eq!(request(&unconfigured, "/").await.2, "without redis");
+
+    let Some(mut server) = RedisServer::start() else {
+        skip("optional_redis_is_none_when_not_configured_or_gone", "redis-server not available");
+        return;
+    };
+    let pool = RedisPool::new(config("redis_optional", server.url())).unwrap();
+    assert!(ready(&pool, "optional").await);
+    let app = Router::new().route("/", get(handler)).with_state(OptionalState { redis: Some(pool.clone()) });
+    assert_eq!(request(&app, "/").await.2, "with redis");
+    server.stop();
+    wait_for(|| pool.health() == Health::Unhealthy, "unhealthy").await;
+    let (status, _, body, _) = request(&app, "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "without redis"));
+}
