@@ -2,6 +2,7 @@
 //! same options, in the same run.
 //!
 //! `cargo bench -p phalanx-pools --bench acquire -- --warm-up-time 1 --measurement-time 3`
+#![allow(missing_docs)] // criterion_group! defines an undocumented function
 
 use std::time::Duration;
 
