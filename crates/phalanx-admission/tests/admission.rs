@@ -324,3 +324,54 @@ async fn the_limit_is_shared_by_every_clone_without_poll_ready() {
         assert_eq!(c.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn in_an_axum_router_the_classifiers_priority_orders_the_queue() {
+    use axum::{body::Body, routing::get, Router};
+    use phalanx_core::{Classifier, ClassifyLayer};
+
+    let layer = patient(AdmissionLayer::builder().limit(LimitConfig::fixed(1))).build().unwrap();
+    let handle = layer.handle();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let gate = Arc::new(Semaphore::new(0));
+    let work = {
+        let (order, gate) = (order.clone(), gate.clone());
+        move |req: Request<Body>| {
+            let (order, gate) = (order.clone(), gate.clone());
+            async move {
+                order.lock().push(req.headers()["x-id"].to_str().unwrap().to_owned());
+                gate.acquire().await.unwrap().forget();
+                "done"
+            }
+        }
+    };
+    let app = Router::new()
+        .route("/work", get(work))
+        .layer(layer)
+        .layer(ClassifyLayer::new(Classifier::builder().priority_header("x-priority").build()));
+    let call = |id: &'static str, priority: Option<&'static str>| {
+        let mut req = Request::get("/work").header("x-id", id);
+        if let Some(p) = priority {
+            req = req.header("x-priority", p);
+        }
+        // The task drops the response (and its body, which holds the slot) as soon as it has it.
+        let call = app.clone().oneshot(req.body(Body::empty()).unwrap());
+        tokio::spawn(async move { call.await.unwrap().status() })
+    };
+    let mut tasks = vec![call("first", None)];
+    settle(&handle, 1).await;
+    tasks.push(call("low", Some("low")));
+    settle(&handle, 2).await;
+    tasks.push(call("normal", None));
+    settle(&handle, 3).await;
+    tasks.push(call("high", Some("high")));
+    settle(&handle, 4).await;
+    let s = handle.snapshot();
+    let queued: Vec<usize> = s.classes.iter().map(|c| c.queued).collect();
+    assert_eq!(queued, [0, 1, 1, 1, 0], "critical, high, normal, low, background");
+    gate.add_permits(4);
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(*order.lock(), ["first", "high", "normal", "low"]);
+}
