@@ -803,7 +803,7 @@ mod tests {
         let lost = window.get(Event::IoError) + window.get(Event::InFlightAtEnd);
         let seen = seen.0.load(Ordering::SeqCst);
         assert!(seen <= outcome.requests_total() && outcome.requests_total() <= seen + lost, "{seen}: {window:?}");
-        assert!(lost <= 5, "{window:?}");
+        assert!(lost * 10 <= window.requests(), "{window:?}");
         assert_eq!(window.get(Event::ConnectError), 0, "{window:?}");
         assert_eq!(window.get(Event::Answered) + lost, window.requests());
         assert!(outcome.connections_opened > 50, "{}", outcome.connections_opened);
