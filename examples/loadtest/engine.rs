@@ -874,6 +874,27 @@ http_server_request_duration_seconds_count_other 99
     }
 
     #[test]
+    fn requests_carry_host_prefix_extra_headers_and_the_user_id() {
+        let mut config = config(1, Duration::ZERO, ITEMS_AND_PUTS);
+        config.headers = vec![(HeaderName::from_static("authorization"), HeaderValue::from_static("Bearer t"))];
+        let target = Target {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            host: HeaderValue::from_static("shop.test:8080"),
+            prefix: "/api".to_owned(),
+        };
+        let client_id = (HeaderName::from_static("x-client-id"), HeaderValue::from_static("user-7"));
+        let mut rng = SmallRng::seed_from_u64(1);
+        let requests: Vec<_> = (0..50).map(|_| next_request(&config, &target, &mut rng, 7, Some(&client_id))).collect();
+        for request in &requests {
+            assert!(request.uri().path().starts_with("/api/items/"), "{}", request.uri());
+            assert_eq!(request.headers()[HOST], "shop.test:8080");
+            assert_eq!(request.headers()["authorization"], "Bearer t");
+            assert_eq!(request.headers()["x-client-id"], "user-7");
+        }
+        assert!(requests.iter().any(|request| request.method() == http::Method::PUT));
+    }
+
+    #[test]
     fn x_cache_values_are_classified() {
         assert!(matches!(cache_event(&HeaderValue::from_static("HIT")), Event::CacheHit));
         assert!(matches!(cache_event(&HeaderValue::from_static("stale")), Event::CacheHit));

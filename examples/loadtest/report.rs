@@ -8,7 +8,8 @@
 //! `service_latency_ms` (the same, counted from the send: without the user's wait behind a slow
 //! answer),
 //! `status` {`2xx`, `3xx`, `4xx`, `5xx`}, `errors` {`connect`, `timeout`, `io`, `status_4xx`,
-//! `status_429`, `status_5xx`, `status_503`, `total`} (4xx counts 429 too, 5xx counts 503 too),
+//! `status_429`, `status_5xx`, `status_503`, `total`} (4xx counts 429 too, 5xx counts 503 too;
+//! `connect` counts failed connection attempts, which users repeat with a 50 ms to 2 s back-off),
 //! `cache` {`hit`, `miss`, `other`}, `cache_hit_ratio` (hit / answers carrying `X-Cache`, or
 //! null), `unsent_retried`, `connections` {`opened`, `peak`}, `warmup` {`requests`, `responses`,
 //! `errors`}, `server_metrics` (the server's request counter before and after, or null),
