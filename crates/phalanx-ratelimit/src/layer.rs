@@ -346,20 +346,17 @@ impl Shared {
 
     /// The answer to a request decided without waiting, or `None` when Redis must be asked.
     pub(crate) fn try_answer(&self, digest: u64, tier: Tier) -> Option<Answer> {
-        let decision = match &self.redis {
-            None => self.local_decision(digest, tier, Outcome::Allowed),
-            Some(redis) => {
-                let verdicts = redis.cached_denial(digest, self.policies.len(), self.clock.now_us())?;
-                Decision { outcome: Outcome::Limited, verdicts, tier }
-            }
-        };
+        let mut decision = Decision { outcome: Outcome::Limited, verdicts: Verdicts::none(), tier };
+        match &self.redis {
+            None => self.local_decision(digest, Outcome::Allowed, &mut decision),
+            Some(redis) => decision.verdicts = redis.cached_denial(digest, self.policies.len(), self.clock.now_us())?,
+        }
         Some(self.answer(&decision))
     }
 
-    fn local_decision(&self, digest: u64, tier: Tier, when_allowed: Outcome) -> Decision {
-        let verdicts = self.local.decide(digest, self.gcras(tier), self.clock.now_us());
-        let outcome = if verdicts.allowed() { when_allowed } else { Outcome::Limited };
-        Decision { outcome, verdicts, tier }
+    fn local_decision(&self, digest: u64, when_allowed: Outcome, decision: &mut Decision) {
+        self.local.decide(digest, self.gcras(decision.tier), self.clock.now_us(), &mut decision.verdicts);
+        decision.outcome = if decision.verdicts.allowed() { when_allowed } else { Outcome::Limited };
     }
 
     /// Ask Redis; on a timeout or error apply the failure mode.
@@ -384,7 +381,11 @@ impl Shared {
             Err(failure) => {
                 tracing::debug!(error = %failure, "rate limiter: Redis gave no answer in time");
                 match self.failure_mode {
-                    FailureMode::Open if self.fallback_local => self.local_decision(digest, tier, Outcome::FailOpen),
+                    FailureMode::Open if self.fallback_local => {
+                        let mut decision = Decision { outcome: Outcome::FailOpen, verdicts: Verdicts::none(), tier };
+                        self.local_decision(digest, Outcome::FailOpen, &mut decision);
+                        decision
+                    }
                     FailureMode::Open => Decision { outcome: Outcome::FailOpen, verdicts: Verdicts::none(), tier },
                     FailureMode::Closed => Decision { outcome: Outcome::FailClosed, verdicts: Verdicts::none(), tier },
                 }

@@ -204,19 +204,18 @@ impl LocalStore {
 
     /// Judge one request of client `digest` against every policy: all must allow, and only
     /// then is each TAT advanced.
-    pub(crate) fn decide(&self, digest: u64, gcras: &[Gcra], now: u64) -> Verdicts {
-        let mut old_tats = [0u64; MAX_POLICIES];
+    pub(crate) fn decide(&self, digest: u64, gcras: &[Gcra], now: u64, verdicts: &mut Verdicts) {
+        let mut tats = [0u64; MAX_POLICIES];
+        let tats = &mut tats[..gcras.len()];
         let mut shard = self.tats.lock(digest);
-        for (i, tat) in old_tats[..gcras.len()].iter_mut().enumerate() {
+        for (i, tat) in tats.iter_mut().enumerate() {
             *tat = shard.get(digest ^ self.salts[i]).unwrap_or(0);
         }
-        let (verdicts, new_tats) = judge(gcras, &old_tats[..gcras.len()], now);
-        if verdicts.allowed() {
-            for (i, tat) in new_tats[..gcras.len()].iter().enumerate() {
+        if judge(gcras, tats, now, verdicts) {
+            for (i, tat) in tats.iter().enumerate() {
                 shard.insert(digest ^ self.salts[i], *tat, now);
             }
         }
-        verdicts
     }
 
     /// Entries held.
@@ -235,30 +234,40 @@ impl LocalStore {
     }
 }
 
-/// The verdicts of one request given each policy's stored TAT, and the TATs to store when all
-/// allow. A denial consumes nothing, so a policy that would have passed reports its state as is.
-pub(crate) fn judge(gcras: &[Gcra], old_tats: &[u64], now: u64) -> (Verdicts, [u64; MAX_POLICIES]) {
-    let mut verdicts = Verdicts::default();
-    let mut new_tats = [0u64; MAX_POLICIES];
-    for (i, (gcra, old)) in gcras.iter().zip(old_tats).enumerate() {
-        let (verdict, tat) = gcra.check(*old, now);
-        new_tats[i] = tat;
+/// Judge one request given each policy's stored TAT (in `tats`), pushing each verdict. When
+/// every policy allows, `tats` is left holding the TATs to store and `true` is returned. A
+/// denial consumes nothing, so a policy that would have passed reports its state as is.
+pub(crate) fn judge(gcras: &[Gcra], tats: &mut [u64], now: u64, verdicts: &mut Verdicts) -> bool {
+    let first = verdicts.len;
+    let mut allowed = true;
+    for (gcra, tat) in gcras.iter().zip(tats.iter()) {
+        let (verdict, _) = gcra.check(*tat, now);
+        allowed &= verdict.allowed;
         verdicts.push(verdict);
     }
-    if !verdicts.allowed() {
-        for (i, (gcra, old)) in gcras.iter().zip(old_tats).enumerate() {
-            if verdicts.items[i].allowed {
-                verdicts.items[i] = gcra.unconsumed(*old, now);
-            }
+    for (i, (gcra, tat)) in gcras.iter().zip(tats.iter_mut()).enumerate() {
+        let verdict = &mut verdicts.items[first + i];
+        if allowed {
+            *tat = gcra.check(*tat, now).1;
+        } else if verdict.allowed {
+            *verdict = gcra.unconsumed(*tat, now);
         }
     }
-    (verdicts, new_tats)
+    allowed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::Quota;
+
+    impl LocalStore {
+        fn verdicts(&self, digest: u64, gcras: &[Gcra], now: u64) -> Verdicts {
+            let mut v = Verdicts::default();
+            self.decide(digest, gcras, now, &mut v);
+            v
+        }
+    }
 
     #[test]
     fn all_policies_must_pass_and_a_denial_consumes_nothing() {
@@ -267,13 +276,13 @@ mod tests {
         let narrow = Quota::per_second(1).with_burst(2).gcra("narrow").unwrap();
         let d = store.digest("id:a");
         let now = 1_000_000_000;
-        assert!(store.decide(d, &[wide, narrow], now).allowed());
-        assert!(store.decide(d, &[wide, narrow], now).allowed());
-        let denied = store.decide(d, &[wide, narrow], now);
+        assert!(store.verdicts(d, &[wide, narrow], now).allowed());
+        assert!(store.verdicts(d, &[wide, narrow], now).allowed());
+        let denied = store.verdicts(d, &[wide, narrow], now);
         assert!(!denied.allowed());
         assert_eq!(denied.as_slice()[0].remaining, 98, "the wide policy was not charged for the denial");
         assert_eq!(denied.retry_after_us(), 1_000_000);
-        assert!(store.decide(store.digest("id:b"), &[wide, narrow], now).allowed());
+        assert!(store.verdicts(store.digest("id:b"), &[wide, narrow], now).allowed());
     }
 
     #[test]
@@ -282,12 +291,12 @@ mod tests {
         let g = Quota::per_second(10).gcra("p").unwrap();
         let now = 5_000_000_000;
         for i in 0..50_000 {
-            store.decide(store.digest(&format!("id:{i}")), &[g], now);
+            store.verdicts(store.digest(&format!("id:{i}")), &[g], now);
         }
         assert_eq!(store.len(), 50_000);
         // 100 ms later every key is idle again: new keys push the old ones out as shards grow.
         for i in 0..50_000 {
-            store.decide(store.digest(&format!("id:new{i}")), &[g], now + 1_000_000);
+            store.verdicts(store.digest(&format!("id:new{i}")), &[g], now + 1_000_000);
         }
         assert!(store.len() < 100_000, "idle keys were swept: {}", store.len());
         store.sweep(now + 2_000_000);

@@ -164,9 +164,14 @@ impl RedisStore {
             )));
         }
         let script_now = reply[1] as u64;
-        let old_tats: Vec<u64> = reply[2..].iter().map(|t| *t as u64).collect();
-        let gcras: Vec<Gcra> = policies.iter().map(|(_, g)| *g).collect();
-        let (verdicts, _) = judge(&gcras, &old_tats, script_now);
+        let mut tats = [0u64; MAX_POLICIES];
+        let mut gcras = [Gcra { emission_us: 1, tolerance_us: 1 }; MAX_POLICIES];
+        for (i, ((_, gcra), tat)) in policies.iter().zip(&reply[2..]).enumerate() {
+            tats[i] = *tat as u64;
+            gcras[i] = *gcra;
+        }
+        let mut verdicts = Verdicts::default();
+        judge(&gcras[..policies.len()], &mut tats[..policies.len()], script_now, &mut verdicts);
         if let (Some(denials), Some(policy)) = (&self.denials, verdicts.denied_by()) {
             // The verdict is relative to the script's clock; the cache runs on ours.
             let v = verdicts.as_slice()[policy];
