@@ -119,7 +119,6 @@ async fn l1_is_weighed_in_bytes_under_its_memory_cap() {
     let stats = cache.stats();
     assert!(stats.l1_bytes <= 100_000, "{} bytes held", stats.l1_bytes);
     assert!(stats.l1_entries < 100);
-    assert!(stats.l1.evictions > 800);
 }
 
 #[tokio::test]

@@ -13,10 +13,10 @@
 //!   every other node drops the key (or the tag's keys) from its L1.
 //! - **Redis slow or gone**: every round trip is bounded; a failure is counted in
 //!   `phalanx.cache.fallbacks` and the call goes on with L1 and the loader. From that moment
-//!   until the invalidation channel is subscribed again, an L1 entry is served for at most
-//!   [`TieredConfig::outage_l1_ttl_ms`] past the later of the outage start and its load; when
-//!   the channel comes back (any reconnection), L1 is dropped whole, since invalidations
-//!   published meanwhile were lost.
+//!   until Redis answers again on a subscribed channel, an L1 entry is served for at most
+//!   [`TieredConfig::outage_l1_ttl_ms`] past the later of the outage start and its load. When
+//!   the channel is subscribed again after a reconnection (invalidations published meanwhile
+//!   were lost), or Redis answers again after failures, L1 is dropped whole and trusted again.
 
 mod config;
 pub(crate) mod l2;
@@ -28,7 +28,7 @@ use std::{
     hash::Hash,
     str::FromStr,
     sync::{
-        atomic::{AtomicI64, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, Weak,
     },
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -121,6 +121,78 @@ impl<K, V> Expiry<K, Arc<Slot<V>>> for SlotExpiry {
     }
 }
 
+/// TinyLFU's doorkeeper: while L1 is full, a key is admitted only on its third load within a
+/// sample period, so keys seen once or twice do not push out popular ones. moka's own TinyLFU
+/// sketch is sized from the entry count at half capacity when a weigher is set (about a quarter
+/// of the entries), so its frequencies age too fast; this restores the filtering on skewed
+/// traffic (see `benches/zipf.rs`). Bloom filters with two hashes, one per earlier sighting,
+/// cleared after `4 × entries` first sightings.
+struct Doorkeeper {
+    bits: Box<[AtomicU64]>,
+    additions: AtomicU64,
+    hasher: std::hash::RandomState,
+}
+
+impl Doorkeeper {
+    const BANK_BITS_LOG2: u32 = 20;
+    /// Earlier sightings required before admission.
+    const SIGHTINGS: u64 = 2;
+    /// The sample period, in multiples of the entry count.
+    const PERIOD_PER_ENTRY: u64 = 4;
+
+    fn new() -> Self {
+        let words = (Self::SIGHTINGS << Self::BANK_BITS_LOG2) / 64;
+        Doorkeeper {
+            bits: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            additions: AtomicU64::new(0),
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn bit(&self, bank: u64, position: u64) -> (usize, u64) {
+        let p = (bank << Self::BANK_BITS_LOG2) + position;
+        ((p / 64) as usize, 1 << (p % 64))
+    }
+
+    /// Whether `key` had enough earlier sightings in this period; records this one.
+    fn seen_before<K: Hash>(&self, key: &K, entries: u64) -> bool {
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(key);
+        let mask = (1u64 << Self::BANK_BITS_LOG2) - 1;
+        let positions = [hash & mask, (hash >> 32) & mask];
+        for bank in 0..Self::SIGHTINGS {
+            let is_set = |&p: &u64| {
+                let (word, bit) = self.bit(bank, p);
+                self.bits[word].load(Ordering::Relaxed) & bit != 0
+            };
+            if positions.iter().all(is_set) {
+                continue;
+            }
+            for p in positions {
+                let (word, bit) = self.bit(bank, p);
+                self.bits[word].fetch_or(bit, Ordering::Relaxed);
+            }
+            if bank == 0 && self.additions.fetch_add(1, Ordering::Relaxed) > entries.max(128) * Self::PERIOD_PER_ENTRY {
+                self.additions.store(0, Ordering::Relaxed);
+                for word in self.bits.iter() {
+                    word.store(0, Ordering::Relaxed);
+                }
+            }
+            return false;
+        }
+        true
+    }
+}
+
+/// Whether a fill of L1 goes through the doorkeeper.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// Through the doorkeeper while L1 is full.
+    Filtered,
+    /// Always (the HTTP layer's coalesced followers look for the leader's entry in L1).
+    Always,
+}
+
 /// tag → (key → generation of the slot that carried the tag).
 type TagIndex<K> = Mutex<HashMap<Arc<str>, HashMap<K, u64>>>;
 
@@ -136,9 +208,13 @@ struct Shared<K, V> {
     outage_l1_ttl: Duration,
     compress_above: usize,
     generation: AtomicU64,
+    doorkeeper: Doorkeeper,
+    max_bytes: u64,
     /// Milliseconds since `epoch` + 1 at which invalidations may have started to be missed; 0
     /// while the channel is subscribed (or there is no L2).
     incoherent_since: AtomicU64,
+    /// Whether the invalidation channel is subscribed on a live connection.
+    subscribed: AtomicBool,
     epoch: Instant,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -319,8 +395,11 @@ impl TieredCacheBuilder {
             outage_l1_ttl: Duration::from_millis(config.outage_l1_ttl_ms),
             compress_above: config.compress_above_bytes,
             generation: AtomicU64::new(1),
+            doorkeeper: Doorkeeper::new(),
+            max_bytes: config.max_bytes,
             // Until the channel is first subscribed, invalidations may be missed.
             incoherent_since: AtomicU64::new(if l2.is_some() { 1 } else { 0 }),
+            subscribed: AtomicBool::new(false),
             epoch,
             tasks: Mutex::new(Vec::new()),
             l2,
@@ -377,7 +456,10 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
                     let subscribed = fred::prelude::PubsubInterface::subscribe(&subscriber, channel.as_str()).await;
                     let Some(shared) = weak.upgrade() else { break };
                     match subscribed {
-                        Ok(()) => shared.on_resubscribed(),
+                        Ok(()) => {
+                            shared.subscribed.store(true, Ordering::Release);
+                            shared.on_resubscribed();
+                        }
                         Err(e) => {
                             tracing::warn!(error = %e, "cache invalidation channel: subscribe failed");
                             shared.mark_incoherent();
@@ -400,6 +482,7 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
                 error = errors.recv() => {
                     if matches!(error, Err(RecvError::Closed)) { break; }
                     let Some(shared) = weak.upgrade() else { break };
+                    shared.subscribed.store(false, Ordering::Release);
                     shared.mark_incoherent();
                 }
             }
@@ -413,6 +496,16 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         self.l1.invalidate_all();
         self.incoherent_since.store(0, Ordering::Release);
         tracing::debug!(node = %self.node_id, "cache invalidation channel subscribed; L1 dropped");
+    }
+
+    /// Redis answered. If a failed round trip had marked L1 as possibly incoherent while the
+    /// channel stayed subscribed (Redis was slow, not gone), no message was lost on the channel,
+    /// but writes that failed here may have left other nodes' view different: drop L1 and trust
+    /// it again.
+    fn l2_answered(&self) {
+        if self.incoherent_since.load(Ordering::Acquire) != 0 && self.subscribed.load(Ordering::Acquire) {
+            self.on_resubscribed();
+        }
     }
 
     fn mark_incoherent(&self) {
@@ -486,7 +579,14 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         }
     }
 
-    fn fill_l1(&self, key: K, value: V, ttl: Duration, tags: Vec<Arc<str>>, weight: usize) {
+    fn fill_l1(&self, key: K, value: V, ttl: Duration, tags: Vec<Arc<str>>, weight: usize, admission: Admission) {
+        if admission == Admission::Filtered
+            && self.l1.weighted_size() >= self.max_bytes / 10 * 9
+            && !self.l1.contains_key(&key)
+            && !self.doorkeeper.seen_before(&key, self.l1.entry_count())
+        {
+            return;
+        }
         let now = Instant::now();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(Slot {
@@ -510,7 +610,11 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
     async fn lookup_l2(&self, key: &K) -> Option<V> {
         let l2 = self.l2.as_ref()?;
         let key_text = key.to_string();
-        match l2.get(&key_text).await {
+        let found = l2.get(&key_text).await;
+        if found.is_ok() {
+            self.l2_answered();
+        }
+        match found {
             Ok(Some(raw)) => {
                 let decoded = decode_stored(raw).and_then(|stored| {
                     let value = postcard::from_bytes::<V>(&stored.value).ok()?;
@@ -527,7 +631,14 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
                 }
                 bump(&self.counters.l2.hits);
                 let weight = stored.value.len() + key_text.len();
-                self.fill_l1(key.clone(), value.clone(), Duration::from_millis(remaining), stored.tags, weight);
+                self.fill_l1(
+                    key.clone(),
+                    value.clone(),
+                    Duration::from_millis(remaining),
+                    stored.tags,
+                    weight,
+                    Admission::Filtered,
+                );
                 Some(value)
             }
             Ok(None) => {
@@ -542,7 +653,7 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
     }
 
     /// Store in both levels. `announce`: tell the other nodes to drop their L1 copy.
-    async fn store(&self, key: K, value: V, options: EntryOptions, announce: bool) {
+    async fn store(&self, key: K, value: V, options: EntryOptions, announce: bool, admission: Admission) {
         let ttl = options.ttl.unwrap_or(self.default_ttl);
         let encoded = match postcard::to_allocvec(&value) {
             Ok(encoded) => encoded,
@@ -552,14 +663,16 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
             }
         };
         let key_text = self.l2.as_ref().map(|_| key.to_string());
-        self.fill_l1(key, value, ttl, options.tags.clone(), encoded.len() + std::mem::size_of::<K>());
+        let weight = encoded.len() + std::mem::size_of::<K>();
+        self.fill_l1(key, value, ttl, options.tags.clone(), weight, admission);
         if let (Some(l2), Some(key_text)) = (&self.l2, key_text) {
             let expires = unix_ms(SystemTime::now()) + ttl.as_millis() as u64;
             let payload = encode_stored(&encoded, expires, &options.tags, self.compress_above);
             let message =
                 if announce { encode_message(&self.node_id, &Invalidation::Key(&key_text)) } else { String::new() };
-            if let Err(e) = l2.set(&key_text, payload, ttl, &options.tags, message).await {
-                self.fallback("set", &e);
+            match l2.set(&key_text, payload, ttl, &options.tags, message).await {
+                Ok(()) => self.l2_answered(),
+                Err(e) => self.fallback("set", &e),
             }
         }
     }
@@ -656,19 +769,19 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             return Ok(v);
         }
         let value = loader.await?;
-        shared.store(key, value.clone(), options, false).await;
+        shared.store(key, value.clone(), options, false, Admission::Filtered).await;
         leader.complete(Some(value.clone()));
         Ok(value)
     }
 
     /// Store a value with the default TTL; other nodes drop their L1 copy.
     pub async fn insert(&self, key: K, value: V) {
-        self.shared.store(key, value, EntryOptions::default(), true).await;
+        self.shared.store(key, value, EntryOptions::default(), true, Admission::Filtered).await;
     }
 
     /// Store a value with these options; other nodes drop their L1 copy.
     pub async fn insert_with(&self, key: K, value: V, options: EntryOptions) {
-        self.shared.store(key, value, options, true).await;
+        self.shared.store(key, value, options, true, Admission::Filtered).await;
     }
 
     /// Remove a key from both levels and from every node's L1.
@@ -747,7 +860,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
 
     /// Store without telling the other nodes (a fill after a miss: they hold no newer copy).
     pub(crate) async fn fill(&self, key: K, value: V, options: EntryOptions) {
-        self.shared.store(key, value, options, false).await;
+        self.shared.store(key, value, options, false, Admission::Always).await;
     }
 
     /// Run moka's pending maintenance (evictions, size accounting) now.
