@@ -87,6 +87,10 @@ impl RateLimitLayer {
     }
 
     /// A layer with one policy and all defaults.
+    ///
+    /// # Panics
+    ///
+    /// If the policy is invalid (see [`RateLimitLayerBuilder::build`]).
     pub fn new(policy: Policy) -> Self {
         Self::builder().policy(policy).build().expect("a single valid policy")
     }
