@@ -19,6 +19,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
 use tokio::time::Instant;
 
@@ -262,7 +263,7 @@ struct Shared {
     /// The last problem document rendered for a refusal, by state and `Retry-After` seconds:
     /// while a breaker is open every request is refused, so the document is rendered about
     /// once a second instead of once a request.
-    rejection: Mutex<Option<(State, u64, Bytes)>>,
+    rejection: Mutex<Option<(State, u64, Bytes, HeaderValue)>>,
 }
 
 struct Inner {
@@ -472,16 +473,21 @@ impl CircuitBreaker {
         self.notify(transition);
     }
 
-    /// The rendered refusal for this state and `Retry-After`, rendered by `render` when the
-    /// cached one is for another.
-    pub(crate) fn rejection_body(&self, state: State, retry_after_secs: u64, render: impl FnOnce() -> Bytes) -> Bytes {
+    /// The rendered refusal (document and `Retry-After` value) for this state and `Retry-After`,
+    /// rendered by `render` when the cached one is for another.
+    pub(crate) fn rejection(
+        &self,
+        state: State,
+        retry_after_secs: u64,
+        render: impl FnOnce() -> Bytes,
+    ) -> (Bytes, HeaderValue) {
         let mut cached = self.shared.rejection.lock();
         match &*cached {
-            Some((s, secs, body)) if *s == state && *secs == retry_after_secs => body.clone(),
+            Some((s, secs, body, header)) if *s == state && *secs == retry_after_secs => (body.clone(), header.clone()),
             _ => {
-                let body = render();
-                *cached = Some((state, retry_after_secs, body.clone()));
-                body
+                let (body, header) = (render(), HeaderValue::from(retry_after_secs));
+                *cached = Some((state, retry_after_secs, body.clone(), header.clone()));
+                (body, header)
             }
         }
     }

@@ -116,13 +116,13 @@ pub fn open_problem(refused: &CallNotPermitted) -> Problem {
 /// `Retry-After` second (the same bytes and headers `Problem::into_response` gives).
 fn cached_open_response<B>(breaker: &CircuitBreaker, refused: &CallNotPermitted) -> Response<LayerBody<B>> {
     let secs = retry_after_secs(refused.retry_after);
-    let body = breaker.rejection_body(refused.state, secs, || open_problem(refused).to_json());
+    let (body, retry_after) = breaker.rejection(refused.state, secs, || open_problem(refused).to_json());
     let mut res = Response::new(LayerBody::full(body));
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     let headers = res.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    headers.insert(header::RETRY_AFTER, retry_after);
     res
 }
 
