@@ -193,7 +193,7 @@ async fn redis_gone_fail_open_falls_back_to_local_within_the_deadline_and_reconn
     for _ in 0..3 {
         let started = Instant::now();
         statuses.push(status(&layer, from_client("a")).await);
-        assert!(started.elapsed() < Duration::from_millis(50 + 200), "bounded: {:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_millis(50 + 450), "bounded: {:?}", started.elapsed());
     }
     // The in-process limiter decides meanwhile, with its own quota of 2.
     assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
@@ -237,7 +237,7 @@ async fn redis_gone_fail_closed_rejects_within_the_deadline() {
     server.stop();
     let started = Instant::now();
     let res = send(&layer, from_client("a")).await;
-    assert!(started.elapsed() < Duration::from_millis(50 + 200), "bounded: {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_millis(50 + 450), "bounded: {:?}", started.elapsed());
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(res.headers()[http::header::RETRY_AFTER], "1");
     assert_eq!(json(res).await["type"], phalanx_core::problem::types::DEPENDENCY_UNAVAILABLE);
@@ -257,6 +257,6 @@ async fn slow_redis_is_answered_at_the_deadline() {
     let started = Instant::now();
     assert_eq!(status(&layer, from_client("a")).await, StatusCode::OK);
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_millis(45) && waited < Duration::from_millis(50 + 200), "waited {waited:?}");
+    assert!(waited >= Duration::from_millis(45) && waited < Duration::from_millis(50 + 450), "waited {waited:?}");
     assert_eq!(metrics.decisions("p", "fail_open").0, 1);
 }
