@@ -260,3 +260,28 @@ async fn slow_redis_is_answered_at_the_deadline() {
     assert!(waited >= Duration::from_millis(45) && waited < Duration::from_millis(50 + 450), "waited {waited:?}");
     assert_eq!(metrics.decisions("p", "fail_open").0, 1);
 }
+
+#[tokio::test]
+async fn server_time_reads_the_redis_clock() {
+    let Some(pool) = pool("server_time_reads_the_redis_clock", &redis_url()).await else { return };
+    // A manual clock stuck at the epoch: the stored TAT shows whose clock the script used.
+    let clock = Clock::manual(Duration::ZERO);
+    let prefix = unique_prefix("rl-server-time");
+    let store = RedisStore::builder(pool.clone())
+        .prefix(prefix.clone())
+        .deadline(Duration::from_secs(2))
+        .server_time(true)
+        .build()
+        .unwrap();
+    let layer = builder(Policy::new("p", Quota::per_hour(2)), &clock).redis(store).build().unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(status(&layer, from_client("a")).await);
+    }
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    assert_eq!(layer.status().decisions("p", "fail_open"), 0);
+    let tat: i64 = fred::prelude::KeysInterface::get(&pool, format!("{prefix}:{{id:a}}:p")).await.unwrap();
+    let now_us = wall_clock().as_micros() as i64;
+    // Two requests at 30 minutes each, from Redis's now.
+    assert!((tat - now_us - 3_600_000_000).abs() < 60_000_000, "tat {tat}, now {now_us}");
+}
