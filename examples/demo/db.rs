@@ -54,6 +54,19 @@ fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Put an SQLite database in write-ahead-log mode (a property of the file, so once is enough):
+/// readers then never wait for the writer, which the default rollback journal makes them do.
+/// Runs on a connection of its own before the pool opens any.
+pub(crate) async fn prepare(url: &str) -> Result<(), sqlx::Error> {
+    use sqlx::Connection;
+    if !url.starts_with("sqlite") {
+        return Ok(());
+    }
+    let mut conn = sqlx::AnyConnection::connect(url).await?;
+    sqlx::query("PRAGMA journal_mode = WAL").execute(&mut conn).await?;
+    conn.close().await
+}
+
 /// Apply the migrations in `examples/demo/migrations`.
 pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/migrations");

@@ -45,6 +45,7 @@ async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error + Send 
 
     let drain_delay = config.drain_delay();
     let shutdown_state = state.clone();
+    let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
     let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(async move {
             shutdown_signal().await;
@@ -52,11 +53,17 @@ async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error + Send 
             shutdown_state.ready.store(false, Ordering::SeqCst);
             tracing::info!(?drain_delay, "shutdown requested: /readyz now 503, draining");
             tokio::time::sleep(drain_delay).await;
+            let _ = draining_tx.send(true);
         });
+    // In-flight requests get `shutdown_timeout` once the listener has closed, not more.
     let timeout = config.shutdown_timeout();
-    match tokio::time::timeout(timeout + drain_delay, server.into_future()).await {
-        Ok(result) => result?,
-        Err(_) => tracing::warn!(?timeout, "in-flight requests did not finish in time; exiting"),
+    let deadline = async move {
+        let _ = draining.wait_for(|closed| *closed).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        result = server.into_future() => result?,
+        _ = deadline => tracing::warn!(?timeout, "in-flight requests did not finish in time; exiting"),
     }
     tracing::info!("phalanx demo stopped");
     Ok(())

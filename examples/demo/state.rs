@@ -111,6 +111,7 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
 
     sqlx::any::install_default_drivers();
     let database_kind = if config.database_url.starts_with("postgres") { "postgresql" } else { "sqlite" };
+    db::prepare(&config.database_url).await?;
     let db_config = DbPoolConfig { url: config.database_url.clone(), ..config.pools.db.clone() };
     let db = DbPool::<sqlx::Any>::new(db_config)?;
     db::migrate(db.sqlx()).await?;

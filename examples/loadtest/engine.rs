@@ -614,7 +614,12 @@ pub(crate) async fn server_request_count(target: &Target, metric: &str, limit: D
     };
     let body = timeout(limit, fetch).await.map_err(|_| "GET /metrics timed out".to_owned())??;
     let text = String::from_utf8_lossy(&body);
-    sum_counter(&text, metric).ok_or_else(|| format!("/metrics has no {metric} series"))
+    match sum_counter(&text, metric) {
+        Some(count) => Ok(count),
+        // A fresh server has served nothing yet: a Prometheus exposition without the series is 0.
+        None if text.lines().any(|l| l.starts_with("# TYPE ")) => Ok(0),
+        None => Err(format!("/metrics has no {metric} series")),
+    }
 }
 
 /// Adds up the samples of `metric` in a Prometheus text exposition, skipping `/metrics` series.
