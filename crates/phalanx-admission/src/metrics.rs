@@ -12,7 +12,7 @@ use crate::shared::{Shared, ShedReason, Snapshot};
 
 /// Attribute key naming the limiter, so several limiters (one per route group) make distinct
 /// series.
-pub const LIMITER_ATTR: &str = "limiter";
+pub const LIMITER_ATTR: &str = phalanx_core::names::attr::LIMITER;
 
 pub(crate) struct Instruments {
     shed: Counter<u64>,

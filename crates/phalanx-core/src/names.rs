@@ -47,6 +47,17 @@ pub const POOL_UTILIZATION: &str = "phalanx.pool.utilization";
 pub const POOL_ACQUIRE_DURATION: &str = "phalanx.pool.acquire.duration";
 /// Acquisitions that timed out, counter.
 pub const POOL_ACQUIRE_TIMEOUTS: &str = "phalanx.pool.acquire.timeouts";
+/// Pool failures by reason (timeout, unavailable, error, connection), counter.
+pub const POOL_ERRORS: &str = "phalanx.pool.errors";
+/// Pool health (0 healthy, 1 degraded, 2 recovering, 3 unhealthy), gauge.
+pub const POOL_HEALTH: &str = "phalanx.pool.health";
+/// Duration of one command on a pooled connection (a Redis round trip), seconds, histogram.
+pub const POOL_COMMAND_DURATION: &str = "phalanx.pool.command.duration";
+
+/// `http.client.request.duration`, seconds, histogram: one record per attempt.
+pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
+/// `http.client.active_requests`, up-down counter.
+pub const HTTP_CLIENT_ACTIVE_REQUESTS: &str = "http.client.active_requests";
 
 /// Attribute keys.
 pub mod attr {
@@ -72,6 +83,16 @@ pub mod attr {
     pub const BREAKER: &str = "breaker";
     /// The pool name.
     pub const POOL: &str = "pool";
+    /// The admission limiter's name (one per route group).
+    pub const LIMITER: &str = "limiter";
+    /// Present (`true`) on the decisions of a rate limiter in shadow mode.
+    pub const SHADOW: &str = "shadow";
+    /// The upstream host of an outbound call.
+    pub const SERVER_ADDRESS: &str = "server.address";
+    /// The upstream port of an outbound call.
+    pub const SERVER_PORT: &str = "server.port";
+    /// Why a request or call ended without a response (semantic conventions).
+    pub const ERROR_TYPE: &str = "error.type";
 }
 
 /// The `http.route` value shared by every request that matched no route, so a flood of

@@ -268,7 +268,7 @@ impl Drop for RequestGuard {
         let outcome = match self.status {
             Some(code) => KeyValue::new(attr::HTTP_RESPONSE_STATUS_CODE, i64::from(code)),
             // No response was produced: the client went away or the service failed.
-            None => KeyValue::new("error.type", "_OTHER"),
+            None => KeyValue::new(attr::ERROR_TYPE, "_OTHER"),
         };
         self.shared.duration.record(elapsed.as_secs_f64(), &[route.clone(), method.clone(), outcome]);
         self.entry.active.fetch_sub(1, Relaxed);

@@ -19,13 +19,13 @@ use crate::health::Health;
 
 /// `phalanx.pool.errors`: failed acquisitions and round trips by pool and reason, counter.
 /// (Not yet in `phalanx_core::names`.)
-pub const POOL_ERRORS: &str = "phalanx.pool.errors";
+pub const POOL_ERRORS: &str = phalanx_core::names::POOL_ERRORS;
 /// `phalanx.pool.health`: 0 healthy, 1 degraded, 2 recovering, 3 unhealthy, gauge.
 /// (Not yet in `phalanx_core::names`.)
-pub const POOL_HEALTH: &str = "phalanx.pool.health";
+pub const POOL_HEALTH: &str = phalanx_core::names::POOL_HEALTH;
 /// `phalanx.pool.command.duration`: one Redis round trip, seconds, histogram.
 /// (Not yet in `phalanx_core::names`.)
-pub const POOL_COMMAND_DURATION: &str = "phalanx.pool.command.duration";
+pub const POOL_COMMAND_DURATION: &str = phalanx_core::names::POOL_COMMAND_DURATION;
 /// Attribute key of [`POOL_ERRORS`]: why it failed (`timeout`, `unavailable`, `error`, `connection`).
 pub const ATTR_REASON: &str = attr::REASON;
 

@@ -34,7 +34,7 @@ pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-pol
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The metric attribute marking decisions of a layer in shadow mode (present only there).
-const SHADOW_ATTR: &str = "shadow";
+const SHADOW_ATTR: &str = phalanx_core::names::attr::SHADOW;
 
 /// How long a client refused because Redis is unreachable (fail closed) is asked to wait.
 const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);

@@ -24,7 +24,7 @@ use super::{
 use crate::metrics::LatencyStats;
 
 /// `error.type`: why an attempt got no response.
-const ATTR_ERROR_TYPE: &str = "error.type";
+const ATTR_ERROR_TYPE: &str = phalanx_core::names::attr::ERROR_TYPE;
 
 #[derive(Debug)]
 pub(crate) struct Instruments {

@@ -21,14 +21,14 @@ use middleware::{HostStats, Instruments, MetricsMiddleware, RetryMiddleware};
 
 /// `http.client.request.duration` (OpenTelemetry semantic conventions), seconds, histogram,
 /// labelled by `server.address`. (Not yet in `phalanx_core::names`.)
-pub const HTTP_CLIENT_REQUEST_DURATION: &str = "http.client.request.duration";
+pub const HTTP_CLIENT_REQUEST_DURATION: &str = phalanx_core::names::HTTP_CLIENT_REQUEST_DURATION;
 /// `http.client.active_requests` (OpenTelemetry semantic conventions), up-down counter,
 /// labelled by `server.address`. (Not yet in `phalanx_core::names`.)
-pub const HTTP_CLIENT_ACTIVE_REQUESTS: &str = "http.client.active_requests";
+pub const HTTP_CLIENT_ACTIVE_REQUESTS: &str = phalanx_core::names::HTTP_CLIENT_ACTIVE_REQUESTS;
 /// The `server.address` attribute key: the upstream host.
-pub const ATTR_SERVER_ADDRESS: &str = "server.address";
+pub const ATTR_SERVER_ADDRESS: &str = phalanx_core::names::attr::SERVER_ADDRESS;
 /// The `server.port` attribute key: the upstream port.
-pub const ATTR_SERVER_PORT: &str = "server.port";
+pub const ATTR_SERVER_PORT: &str = phalanx_core::names::attr::SERVER_PORT;
 
 /// Configuration of an [`HttpClient`]. Serde form (all fields optional):
 ///
