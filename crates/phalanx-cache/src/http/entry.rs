@@ -45,6 +45,9 @@ pub(crate) struct Stored {
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
     pub(crate) must_revalidate: bool,
+    /// `headers` plus `Age` and the status header, made on the first hit, so that a hit only
+    /// clones it and overwrites two values in place (no growth of the map).
+    pub(crate) served: std::sync::OnceLock<HeaderMap>,
 }
 
 impl CachedResponse {
@@ -61,6 +64,7 @@ impl CachedResponse {
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
             must_revalidate: false,
+            served: std::sync::OnceLock::new(),
         }))
     }
 
@@ -152,6 +156,7 @@ impl CachedResponse {
             stale_while_revalidate: lifetime.stale_while_revalidate,
             stale_if_error: lifetime.stale_if_error,
             must_revalidate: lifetime.must_revalidate,
+            served: std::sync::OnceLock::new(),
         })))
     }
 
@@ -293,6 +298,7 @@ impl Rules {
             stale_while_revalidate: lifetime.stale_while_revalidate,
             stale_if_error: lifetime.stale_if_error,
             must_revalidate: lifetime.must_revalidate,
+            served: std::sync::OnceLock::new(),
         })))
     }
 }
@@ -416,6 +422,7 @@ impl<'de> Deserialize<'de> for CachedResponse {
             stale_while_revalidate: Duration::from_secs(w.swr_s),
             stale_if_error: Duration::from_secs(w.sie_s),
             must_revalidate: w.must_revalidate,
+            served: std::sync::OnceLock::new(),
         })))
     }
 }

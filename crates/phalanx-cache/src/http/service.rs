@@ -99,12 +99,12 @@ fn age_value(age: u64) -> HeaderValue {
 
 impl State {
     /// The stored response this request selects, from L1 only.
-    fn lookup_local(&self, key: &str, request: &HeaderMap) -> Option<CachedResponse> {
-        let entry = self.store.get_local(key)?;
+    fn lookup_local(&self, key: &str, request: &HeaderMap, now: Instant) -> Option<CachedResponse> {
+        let entry = self.store.get_local_at(key, now)?;
         if !entry.0.marker {
             return Some(entry);
         }
-        self.store.get_local(&variant_key(key, &entry.0.vary, request))
+        self.store.get_local_at(&variant_key(key, &entry.0.vary, request), now)
     }
 
     /// The stored response this request selects, from L1 without counting (a second look).
@@ -175,7 +175,16 @@ impl State {
         let mut response = Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
-        *headers = stored.headers.clone();
+        *headers = stored
+            .served
+            .get_or_init(|| {
+                let mut served = HeaderMap::with_capacity(stored.headers.len() + 2);
+                served.extend(stored.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+                served.insert(header::AGE, HeaderValue::from_static("0"));
+                served.insert(self.status_header.clone(), HIT);
+                served
+            })
+            .clone();
         if conditional {
             headers.remove(header::CONTENT_LENGTH);
         }
@@ -226,9 +235,9 @@ where
         } else {
             Directives::default()
         };
-        let local = state.lookup_local(&key, request.headers());
+        let now = Instant::now();
+        let local = state.lookup_local(&key, request.headers(), now);
         if let Some(entry) = &local {
-            let now = Instant::now();
             if judge(entry, &directives, now) == Use::Fresh {
                 bump(&state.store.counters().http.hits);
                 let response = state.respond(entry, request.method(), request.headers(), now, HIT);

@@ -557,13 +557,13 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         now < slot.loaded_at.max(outage_start) + self.outage_l1_ttl
     }
 
-    fn lookup_l1<Q>(&self, key: &Q) -> Option<V>
+    fn lookup_l1<Q>(&self, key: &Q, now: Instant) -> Option<V>
     where
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         match self.l1.get(key) {
-            Some(slot) if self.servable(&slot, Instant::now()) => {
+            Some(slot) if self.servable(&slot, now) => {
                 bump(&self.counters.l1.hits);
                 Some(slot.value.clone())
             }
@@ -714,12 +714,12 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.shared.lookup_l1(key)
+        self.shared.lookup_l1(key, Instant::now())
     }
 
     /// The value in L1, else in L2 (which then fills L1).
     pub async fn get(&self, key: &K) -> Option<V> {
-        if let Some(v) = self.shared.lookup_l1(key) {
+        if let Some(v) = self.shared.lookup_l1(key, Instant::now()) {
             return Some(v);
         }
         self.shared.lookup_l2(key).await
@@ -746,7 +746,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         loader: impl Future<Output = Result<V, E>>,
     ) -> Result<V, E> {
         let shared = &self.shared;
-        if let Some(v) = shared.lookup_l1(&key) {
+        if let Some(v) = shared.lookup_l1(&key, Instant::now()) {
             return Ok(v);
         }
         let leader = match shared.loads.join(&key) {
@@ -842,6 +842,15 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
 
     pub(crate) fn counters(&self) -> &Counters {
         &self.shared.counters
+    }
+
+    /// [`Self::get_local`] with the caller's clock reading.
+    pub(crate) fn get_local_at<Q>(&self, key: &Q, now: Instant) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.shared.lookup_l1(key, now)
     }
 
     /// The value in L1, not counted in the statistics (a second look after waiting).
