@@ -44,7 +44,10 @@ async fn get_item(State(app): State<App>, Path(id): Path<u64>) -> impl IntoRespo
         .await
         .unwrap_or_else(|never| match never {});
     (
-        [(header::CACHE_CONTROL, "public, max-age=30".to_owned()), (header::HeaderName::from_static("cache-tag"), format!("item:{id}"))],
+        [
+            (header::CACHE_CONTROL, "public, max-age=30".to_owned()),
+            (header::HeaderName::from_static("cache-tag"), format!("item:{id}")),
+        ],
         row,
     )
 }

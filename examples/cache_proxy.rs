@@ -43,8 +43,12 @@ fn parse_args() -> Result<Args, String> {
             "--upstream" => args.upstream = value()?.trim_end_matches('/').to_owned(),
             "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--redis" => args.redis = Some(value()?),
-            "--default-ttl-ms" => args.default_ttl_ms = value()?.parse().map_err(|e| format!("--default-ttl-ms: {e}"))?,
-            "--max-body-bytes" => args.max_body_bytes = value()?.parse().map_err(|e| format!("--max-body-bytes: {e}"))?,
+            "--default-ttl-ms" => {
+                args.default_ttl_ms = value()?.parse().map_err(|e| format!("--default-ttl-ms: {e}"))?
+            }
+            "--max-body-bytes" => {
+                args.max_body_bytes = value()?.parse().map_err(|e| format!("--max-body-bytes: {e}"))?
+            }
             "-h" | "--help" => {
                 return Err("usage: cache_proxy --upstream URL --listen ADDR [--redis URL] [--default-ttl-ms N] \
                             [--max-body-bytes N]"
@@ -61,7 +65,14 @@ fn parse_args() -> Result<Args, String> {
 fn forwardable(name: &HeaderName) -> bool {
     !matches!(
         name.as_str(),
-        "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding" | "te" | "trailer" | "upgrade" | "host"
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+            | "host"
             | "content-length"
     )
 }
