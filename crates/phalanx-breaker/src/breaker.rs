@@ -340,11 +340,17 @@ impl CircuitBreaker {
                     if now < until {
                         return Err(self.reject(State::Open, Duration::from_nanos(until - now)));
                     }
-                    self.leave_open(word);
+                    self.transition_from(word, State::HalfOpen);
                     word = shared.word.load(Ordering::Acquire);
                 }
                 State::HalfOpen => {
                     if probes_left(word) == 0 {
+                        if self.now_nanos() >= shared.open_until.load(Ordering::Acquire) {
+                            // The probes hung past max_wait_in_half_open: reopen.
+                            self.transition_from(word, State::Open);
+                            word = shared.word.load(Ordering::Acquire);
+                            continue;
+                        }
                         // Probes are in flight; their outcome comes soon.
                         return Err(self.reject(State::HalfOpen, Duration::from_secs(1)));
                     }
@@ -385,7 +391,7 @@ impl CircuitBreaker {
     pub fn state(&self) -> State {
         let word = self.shared.word.load(Ordering::Acquire);
         if State::from_bits(word) == State::Open && self.now_nanos() >= self.shared.open_until.load(Ordering::Acquire) {
-            self.leave_open(word);
+            self.transition_from(word, State::HalfOpen);
             return self.peek_state();
         }
         State::from_bits(word)
@@ -505,13 +511,14 @@ impl CircuitBreaker {
         Instant::now().saturating_duration_since(self.shared.epoch).as_nanos() as u64
     }
 
-    fn leave_open(&self, seen: u64) {
+    /// Move to `to` unless another caller changed the state (or took a probe) since `seen`.
+    fn transition_from(&self, seen: u64, to: State) {
         let transition = {
             let mut inner = self.shared.inner.lock();
             if self.shared.word.load(Ordering::Acquire) != seen {
-                return; // another caller moved it on
+                return;
             }
-            self.enter(&mut inner, State::HalfOpen)
+            self.enter(&mut inner, to)
         };
         self.notify(transition);
     }
@@ -537,6 +544,14 @@ impl CircuitBreaker {
             State::HalfOpen => {
                 inner.half_open = Totals::default();
                 probes = shared.probes;
+                // While half-open, `open_until` holds the deadline for hung probes.
+                let max_wait = shared.config.max_wait_in_half_open;
+                let deadline = if max_wait.is_zero() {
+                    u64::MAX
+                } else {
+                    self.now_nanos().saturating_add(max_wait.as_nanos() as u64)
+                };
+                shared.open_until.store(deadline, Ordering::Release);
             }
             State::ForcedOpen | State::Disabled => {}
         }

@@ -19,6 +19,7 @@ use serde::Deserialize;
 /// sliding_window_size = 10             # calls, or seconds for a time-based window
 /// minimum_number_of_calls = 20
 /// permitted_calls_in_half_open = 5
+/// max_wait_in_half_open = "30s"        # 0 (the default): wait for every probe however long
 /// wait_in_open = "5s"
 /// backoff = { kind = "exponential", multiplier = 2.0, max_wait = "1m", jitter = 0.5 }
 /// failure_statuses = ["5xx"]
@@ -47,6 +48,10 @@ pub struct BreakerConfig {
     pub minimum_number_of_calls: u32,
     /// Probe calls admitted in half-open; their outcome closes or reopens the breaker. Default 10.
     pub permitted_calls_in_half_open: u32,
+    /// The longest the breaker stays half-open with every probe taken before it reopens (the
+    /// probes hung). Zero, the default, waits for the probes however long they take.
+    #[serde(with = "serde_duration")]
+    pub max_wait_in_half_open: Duration,
     /// How long the breaker stays open before it lets probes through (the first time, for an
     /// exponential backoff). Default 60 s.
     #[serde(with = "serde_duration")]
@@ -73,6 +78,7 @@ impl Default for BreakerConfig {
             sliding_window_size: 100,
             minimum_number_of_calls: 100,
             permitted_calls_in_half_open: 10,
+            max_wait_in_half_open: Duration::ZERO,
             wait_in_open: Duration::from_secs(60),
             backoff: Backoff::Constant,
             failure_statuses: StatusSet::server_errors(),
@@ -110,6 +116,8 @@ impl BreakerConfig {
         minimum_number_of_calls: u32;
         /// Set [`BreakerConfig::permitted_calls_in_half_open`].
         permitted_calls_in_half_open: u32;
+        /// Set [`BreakerConfig::max_wait_in_half_open`].
+        max_wait_in_half_open: Duration;
         /// Set [`BreakerConfig::wait_in_open`].
         wait_in_open: Duration;
         /// Set [`BreakerConfig::backoff`].

@@ -400,3 +400,50 @@ async fn call_runs_closures_and_refuses_without_running_when_open() {
     assert!(matches!(r, Err(phalanx_breaker::BreakerError::Rejected(_))));
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn hung_probes_reopen_after_the_max_wait_in_half_open() {
+    let b = breaker(
+        BreakerConfig::default()
+            .count_based_window(1)
+            .minimum_number_of_calls(1)
+            .permitted_calls_in_half_open(2)
+            .wait_in_open(Duration::from_secs(1))
+            .max_wait_in_half_open(Duration::from_secs(10)),
+    );
+    record(&b, CallOutcome::Failure, 1);
+    advance(Duration::from_secs(1)).await;
+    let hung: Vec<_> = (0..2).map(|_| b.try_acquire().unwrap()).collect();
+    advance(Duration::from_secs(9)).await;
+    assert_eq!(b.try_acquire().unwrap_err().state, State::HalfOpen, "still waiting for the probes");
+    advance(Duration::from_secs(1)).await;
+    let refused = b.try_acquire().unwrap_err();
+    assert_eq!(refused.state, State::Open, "the probes hung: reopened");
+    assert_eq!(refused.retry_after, Duration::from_secs(1));
+    for permit in hung {
+        permit.success(); // too late to decide anything
+    }
+    assert_eq!(b.state(), State::Open);
+    advance(Duration::from_secs(1)).await;
+    record(&b, CallOutcome::Success, 2);
+    assert_eq!(b.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_max_wait_half_open_waits_for_its_probes() {
+    let b = breaker(
+        BreakerConfig::default()
+            .count_based_window(1)
+            .minimum_number_of_calls(1)
+            .permitted_calls_in_half_open(1)
+            .wait_in_open(Duration::from_secs(1))
+            .slow_call_duration(Duration::from_secs(7200)), // the probe is not slow
+    );
+    record(&b, CallOutcome::Failure, 1);
+    advance(Duration::from_secs(1)).await;
+    let probe = b.try_acquire().unwrap();
+    advance(Duration::from_secs(3600)).await;
+    assert_eq!(b.try_acquire().unwrap_err().state, State::HalfOpen);
+    probe.success();
+    assert_eq!(b.state(), State::Closed);
+}
