@@ -15,6 +15,15 @@ fn breaker(config: BreakerConfig) -> CircuitBreaker {
     CircuitBreaker::new("test", config).unwrap()
 }
 
+/// Opens on one failure, for `wait`, then admits `probes` probes.
+fn one_strike(probes: u32, wait: Duration) -> BreakerConfig {
+    BreakerConfig::default()
+        .count_based_window(1)
+        .minimum_number_of_calls(1)
+        .permitted_calls_in_half_open(probes)
+        .wait_in_open(wait)
+}
+
 fn record(b: &CircuitBreaker, outcome: CallOutcome, times: usize) {
     for _ in 0..times {
         b.try_acquire().expect("breaker admits the call").record(outcome);
@@ -161,13 +170,7 @@ fn half_open_admits_exactly_n_probes_among_many_concurrent_callers() {
     const THREADS: usize = 16;
     const TRIES: usize = 500;
     for round in 0..20 {
-        let b = breaker(
-            BreakerConfig::default()
-                .count_based_window(1)
-                .minimum_number_of_calls(1)
-                .wait_in_open(Duration::from_millis(1))
-                .permitted_calls_in_half_open(PROBES),
-        );
+        let b = breaker(one_strike(PROBES, Duration::from_millis(1)));
         record(&b, CallOutcome::Failure, 1);
         std::thread::sleep(Duration::from_millis(2));
         // Every thread races to leave open and take probes, holding what it gets.
@@ -202,14 +205,11 @@ fn half_open_admits_exactly_n_probes_among_many_concurrent_callers() {
 
 #[tokio::test(start_paused = true)]
 async fn exponential_backoff_grows_per_reopening_up_to_the_cap_and_restarts_after_a_close() {
-    let b = breaker(
-        BreakerConfig::default()
-            .count_based_window(1)
-            .minimum_number_of_calls(1)
-            .permitted_calls_in_half_open(1)
-            .wait_in_open(Duration::from_secs(1))
-            .backoff(Backoff::Exponential { multiplier: 2.0, max_wait: Duration::from_secs(5), jitter: 0.0 }),
-    );
+    let b = breaker(one_strike(1, Duration::from_secs(1)).backoff(Backoff::Exponential {
+        multiplier: 2.0,
+        max_wait: Duration::from_secs(5),
+        jitter: 0.0,
+    }));
     record(&b, CallOutcome::Failure, 1);
     let mut waits = Vec::new();
     for _ in 0..5 {
@@ -230,14 +230,11 @@ async fn exponential_backoff_grows_per_reopening_up_to_the_cap_and_restarts_afte
 
 #[tokio::test(start_paused = true)]
 async fn exponential_backoff_jitter_stays_within_its_spread() {
-    let b = breaker(
-        BreakerConfig::default()
-            .count_based_window(1)
-            .minimum_number_of_calls(1)
-            .permitted_calls_in_half_open(1)
-            .wait_in_open(Duration::from_secs(10))
-            .backoff(Backoff::Exponential { multiplier: 1.0, max_wait: Duration::from_secs(10), jitter: 0.5 }),
-    );
+    let b = breaker(one_strike(1, Duration::from_secs(10)).backoff(Backoff::Exponential {
+        multiplier: 1.0,
+        max_wait: Duration::from_secs(10),
+        jitter: 0.5,
+    }));
     let mut distinct = std::collections::HashSet::new();
     record(&b, CallOutcome::Failure, 1);
     for _ in 0..20 {
@@ -351,13 +348,7 @@ async fn a_call_admitted_before_a_transition_is_counted_but_not_judged_after_it(
 
 #[tokio::test(start_paused = true)]
 async fn listeners_see_every_transition_in_order() {
-    let b = breaker(
-        BreakerConfig::default()
-            .count_based_window(1)
-            .minimum_number_of_calls(1)
-            .permitted_calls_in_half_open(1)
-            .wait_in_open(Duration::from_secs(2)),
-    );
+    let b = breaker(one_strike(1, Duration::from_secs(2)));
     let seen: Arc<Mutex<Vec<StateTransition>>> = Arc::default();
     let sink = seen.clone();
     b.on_state_change(move |t| sink.lock().unwrap().push(t.clone()));
@@ -403,14 +394,7 @@ async fn call_runs_closures_and_refuses_without_running_when_open() {
 
 #[tokio::test(start_paused = true)]
 async fn hung_probes_reopen_after_the_max_wait_in_half_open() {
-    let b = breaker(
-        BreakerConfig::default()
-            .count_based_window(1)
-            .minimum_number_of_calls(1)
-            .permitted_calls_in_half_open(2)
-            .wait_in_open(Duration::from_secs(1))
-            .max_wait_in_half_open(Duration::from_secs(10)),
-    );
+    let b = breaker(one_strike(2, Duration::from_secs(1)).max_wait_in_half_open(Duration::from_secs(10)));
     record(&b, CallOutcome::Failure, 1);
     advance(Duration::from_secs(1)).await;
     let hung: Vec<_> = (0..2).map(|_| b.try_acquire().unwrap()).collect();
@@ -432,12 +416,7 @@ async fn hung_probes_reopen_after_the_max_wait_in_half_open() {
 #[tokio::test(start_paused = true)]
 async fn without_a_max_wait_half_open_waits_for_its_probes() {
     let b = breaker(
-        BreakerConfig::default()
-            .count_based_window(1)
-            .minimum_number_of_calls(1)
-            .permitted_calls_in_half_open(1)
-            .wait_in_open(Duration::from_secs(1))
-            .slow_call_duration(Duration::from_secs(7200)), // the probe is not slow
+        one_strike(1, Duration::from_secs(1)).slow_call_duration(Duration::from_secs(7200)), // the probe is not slow
     );
     record(&b, CallOutcome::Failure, 1);
     advance(Duration::from_secs(1)).await;
