@@ -7,6 +7,9 @@
 //!
 //! `cargo bench --bench metrics`
 
+// `criterion_group!` generates an undocumented public function.
+#![allow(missing_docs)]
+
 mod common;
 
 use std::time::Duration;
