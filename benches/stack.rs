@@ -7,6 +7,8 @@
 //! - `stack/cache-hits`: the handler allows caching; after the first request per id, answers come
 //!   from the CacheLayer.
 //!
+//! - `layer/*`: each layer alone against bare axum.
+//!
 //! `cargo bench --bench stack`
 
 mod common;
@@ -30,36 +32,57 @@ fn cacheable() -> Router {
     Router::new().route("/items/{id}", get(|| async { ([(header::CACHE_CONTROL, "public, max-age=600")], BODY) }))
 }
 
-fn stacked(routes: Router, exporter: &PrometheusExporter) -> Router {
-    let meter = exporter.meter();
-    let admission = AdmissionLayer::builder()
+fn meter_of(exporter: &PrometheusExporter) -> opentelemetry::metrics::Meter {
+    exporter.meter()
+}
+
+fn admission(exporter: &PrometheusExporter) -> AdmissionLayer {
+    AdmissionLayer::builder()
         .name("bench")
         .limit(LimitConfig::fixed(10_000))
-        .meter(meter.clone())
+        .meter(meter_of(exporter))
         .build()
-        .expect("admission");
-    let ratelimit = RateLimitLayer::builder()
+        .expect("admission")
+}
+
+fn ratelimit(exporter: &PrometheusExporter) -> RateLimitLayer {
+    RateLimitLayer::builder()
         .policy(Policy::new("per-client", Quota::per_second(1_000_000)))
         .key_resolver(ClientKeyResolver::default())
-        .meter(meter.clone())
+        .meter(meter_of(exporter))
         .build()
-        .expect("rate limit");
+        .expect("rate limit")
+}
+
+fn cache(exporter: &PrometheusExporter) -> CacheLayer {
     let store: HttpStore = TieredCache::builder().build().expect("store");
-    let cache = CacheLayer::builder().store(store).meter(meter.clone()).build().expect("cache");
-    routes
-        .route_layer(CircuitBreakerLayer::per_route(BreakerRegistry::new(BreakerConfig::default())))
-        .route_layer(admission)
-        .layer(
-            ServiceBuilder::new()
-                .layer(MetricsLayer::with_meter(&meter))
-                .layer(ClassifyLayer::new(Classifier::default()))
-                .layer(ratelimit)
-                .layer(cache),
-        )
+    CacheLayer::builder().store(store).meter(meter_of(exporter)).build().expect("cache")
+}
+
+fn breaker() -> CircuitBreakerLayer {
+    CircuitBreakerLayer::per_route(BreakerRegistry::new(BreakerConfig::default()))
+}
+
+fn stacked(routes: Router, exporter: &PrometheusExporter) -> Router {
+    routes.route_layer(breaker()).route_layer(admission(exporter)).layer(
+        ServiceBuilder::new()
+            .layer(MetricsLayer::with_meter(&meter_of(exporter)))
+            .layer(ClassifyLayer::new(Classifier::default()))
+            .layer(ratelimit(exporter))
+            .layer(cache(exporter)),
+    )
 }
 
 fn main() {
     let exporter = PrometheusExporter::new("bench").expect("exporter");
     common::http_ratio("stack/pass-through", 9, plain(), stacked(plain(), &exporter));
     common::http_ratio("stack/cache-hits", 9, cacheable(), stacked(cacheable(), &exporter));
+    // Each layer alone on the pass-through handler: where the stack's cost goes.
+    common::http_ratio("layer/metrics", 5, plain(), plain().layer(MetricsLayer::with_meter(&meter_of(&exporter))));
+    common::http_ratio("layer/classify", 5, plain(), plain().layer(ClassifyLayer::new(Classifier::default())));
+    common::http_ratio("layer/ratelimit", 5, plain(), plain().layer(ratelimit(&exporter)));
+    common::http_ratio("layer/cache-miss", 5, plain(), plain().layer(cache(&exporter)));
+    common::http_ratio("layer/cache-hit", 5, cacheable(), cacheable().layer(cache(&exporter)));
+    common::http_ratio("layer/admission", 5, plain(), plain().route_layer(admission(&exporter)));
+    common::http_ratio("layer/breaker", 5, plain(), plain().route_layer(breaker()));
 }
