@@ -11,11 +11,6 @@ use std::{
 use axum::{body::Body, extract::State as Extract, http::StatusCode, routing::get, Router};
 use http::{header, Request};
 use http_body_util::BodyExt;
-use opentelemetry::metrics::MeterProvider;
-use opentelemetry_sdk::metrics::{
-    data::{AggregatedMetrics, MetricData},
-    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
-};
 use phalanx_breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer, State};
 use phalanx_core::{problem::types, StatusSource};
 use tower::ServiceExt;
@@ -146,54 +141,25 @@ async fn a_slow_handler_cancelled_by_an_outer_timeout_counts_as_a_failure() {
     assert_eq!(breaker.call_counts().failure, 4);
 }
 
-struct Metrics {
-    provider: SdkMeterProvider,
-    exporter: InMemoryMetricExporter,
-}
+struct Metrics(phalanx_core::testing::TestMetrics);
 
 impl Metrics {
     fn new() -> Self {
-        let exporter = InMemoryMetricExporter::default();
-        let reader = PeriodicReader::builder(exporter.clone()).build();
-        Metrics { provider: SdkMeterProvider::builder().with_reader(reader).build(), exporter }
+        Metrics(phalanx_core::testing::TestMetrics::new())
     }
 
-    /// Every data point of an instrument, as (attributes, value).
-    fn points(&self, name: &str) -> Vec<(Vec<(String, String)>, u64)> {
-        self.exporter.reset();
-        self.provider.force_flush().unwrap();
-        let all = self.exporter.get_finished_metrics().unwrap();
-        let mut out = Vec::new();
-        for m in all.iter().flat_map(|r| r.scope_metrics()).flat_map(|s| s.metrics()).filter(|m| m.name() == name) {
-            let attrs = |it: &mut dyn Iterator<Item = &opentelemetry::KeyValue>| {
-                let mut v: Vec<(String, String)> = it.map(|kv| (kv.key.to_string(), kv.value.to_string())).collect();
-                v.sort();
-                v
-            };
-            match m.data() {
-                AggregatedMetrics::U64(MetricData::Sum(sum)) => {
-                    out.extend(sum.data_points().map(|p| (attrs(&mut p.attributes()), p.value())))
-                }
-                AggregatedMetrics::U64(MetricData::Gauge(g)) => {
-                    out.extend(g.data_points().map(|p| (attrs(&mut p.attributes()), p.value())))
-                }
-                other => panic!("unexpected data for {name}: {other:?}"),
-            }
-        }
-        out
-    }
-
+    /// The value of the data point whose attributes are exactly `attrs`.
     fn value(&self, name: &str, attrs: &[(&str, &str)]) -> Option<u64> {
         let mut want: Vec<(String, String)> = attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         want.sort();
-        self.points(name).into_iter().find(|(a, _)| *a == want).map(|(_, v)| v)
+        self.0.points(name).into_iter().find(|p| p.attributes == want).map(|p| p.value as u64)
     }
 }
 
 #[tokio::test]
 async fn registry_exports_state_and_calls_by_outcome_and_reports_status() {
     let metrics = Metrics::new();
-    let registry = BreakerRegistry::builder(config()).meter(metrics.provider.meter("test")).build().unwrap();
+    let registry = BreakerRegistry::builder(config()).meter(metrics.0.meter()).build().unwrap();
     let up = Upstream::default();
     let app = app(&registry, &up);
     assert_eq!(get_status(&app, "/other").await, StatusCode::OK);

@@ -6,74 +6,41 @@ use std::time::{Duration, Instant};
 use axum::{body::Body, Router};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::BodyExt;
-use opentelemetry::{metrics::MeterProvider, KeyValue};
-use opentelemetry_sdk::metrics::{
-    data::{AggregatedMetrics, MetricData, ResourceMetrics},
-    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
-};
+use opentelemetry::KeyValue;
 use tower::ServiceExt;
 
-/// A local meter provider whose figures the test can read.
-pub struct Metrics {
-    provider: SdkMeterProvider,
-    exporter: InMemoryMetricExporter,
-}
+/// A local meter provider whose figures the test can read, by one label.
+pub struct Metrics(phalanx_core::testing::TestMetrics);
 
 impl Metrics {
     pub fn new() -> Self {
-        let exporter = InMemoryMetricExporter::default();
-        let reader = PeriodicReader::builder(exporter.clone()).build();
-        Metrics { provider: SdkMeterProvider::builder().with_reader(reader).build(), exporter }
+        Metrics(phalanx_core::testing::TestMetrics::new())
     }
 
     pub fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter("test")
+        self.0.meter()
     }
 
-    fn collect(&self) -> Vec<ResourceMetrics> {
-        self.exporter.reset();
-        self.provider.force_flush().unwrap();
-        self.exporter.get_finished_metrics().unwrap()
+    fn label(label: &KeyValue) -> (String, String) {
+        (label.key.to_string(), label.value.to_string())
     }
 
-    /// The value of an f64 gauge for the data point carrying `label`.
+    /// The value of a gauge for the data point carrying `label`.
     pub fn gauge(&self, name: &str, label: &KeyValue) -> Option<f64> {
-        let all = self.collect();
-        let mut found = None;
-        for m in all.iter().flat_map(|r| r.scope_metrics()).flat_map(|s| s.metrics()).filter(|m| m.name() == name) {
-            if let AggregatedMetrics::F64(MetricData::Gauge(g)) = m.data() {
-                for p in g.data_points() {
-                    if p.attributes().any(|a| a == label) {
-                        found = Some(p.value());
-                    }
-                }
-            }
-        }
-        found
+        let (k, v) = Self::label(label);
+        self.0.value(name, &[(&k, &v)])
     }
 
-    /// The summed count of an f64 histogram over data points carrying `label`.
+    /// The summed count of a histogram over data points carrying `label`.
     pub fn histogram_count(&self, name: &str, label: &KeyValue) -> u64 {
-        let all = self.collect();
-        let mut count = 0;
-        for m in all.iter().flat_map(|r| r.scope_metrics()).flat_map(|s| s.metrics()).filter(|m| m.name() == name) {
-            if let AggregatedMetrics::F64(MetricData::Histogram(h)) = m.data() {
-                count += h.data_points().filter(|p| p.attributes().any(|a| a == label)).map(|p| p.count()).sum::<u64>();
-            }
-        }
-        count
+        let (k, v) = Self::label(label);
+        self.0.count(name, &[(&k, &v)])
     }
 
-    /// The summed value of a u64 counter over data points carrying `label`.
+    /// The summed value of a counter over data points carrying `label`.
     pub fn counter(&self, name: &str, label: &KeyValue) -> u64 {
-        let all = self.collect();
-        let mut total = 0;
-        for m in all.iter().flat_map(|r| r.scope_metrics()).flat_map(|s| s.metrics()).filter(|m| m.name() == name) {
-            if let AggregatedMetrics::U64(MetricData::Sum(s)) = m.data() {
-                total += s.data_points().filter(|p| p.attributes().any(|a| a == label)).map(|p| p.value()).sum::<u64>();
-            }
-        }
-        total
+        let (k, v) = Self::label(label);
+        self.0.value(name, &[(&k, &v)]).unwrap_or(0.0) as u64
     }
 }
 

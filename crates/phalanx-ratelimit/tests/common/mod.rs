@@ -6,11 +6,6 @@ use std::{convert::Infallible, net::SocketAddr};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
-use opentelemetry::metrics::MeterProvider;
-use opentelemetry_sdk::metrics::{
-    data::{AggregatedMetrics, MetricData},
-    InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
-};
 use phalanx_core::{LayerBody, PeerAddr};
 use phalanx_ratelimit::RateLimitLayer;
 use tower::{Layer, Service, ServiceExt};
@@ -46,42 +41,27 @@ pub async fn json(res: Response<LayerBody<Full<Bytes>>>) -> serde_json::Value {
 }
 
 /// A local meter provider whose counters the test can read.
-pub struct Metrics {
-    provider: SdkMeterProvider,
-    exporter: InMemoryMetricExporter,
-}
+pub struct Metrics(phalanx_core::testing::TestMetrics);
 
 impl Metrics {
     pub fn new() -> Self {
-        let exporter = InMemoryMetricExporter::default();
-        let reader = PeriodicReader::builder(exporter.clone()).build();
-        Metrics { provider: SdkMeterProvider::builder().with_reader(reader).build(), exporter }
+        Metrics(phalanx_core::testing::TestMetrics::new())
     }
 
     pub fn meter(&self) -> opentelemetry::metrics::Meter {
-        self.provider.meter("test")
+        self.0.meter()
     }
 
     /// `phalanx.ratelimit.decisions` of one policy and outcome, and whether the points carried
     /// `shadow=true`.
     pub fn decisions(&self, policy: &str, outcome: &str) -> (u64, bool) {
-        self.exporter.reset();
-        self.provider.force_flush().unwrap();
-        let all = self.exporter.get_finished_metrics().unwrap();
-        let mut total = 0;
-        let mut shadow = false;
-        let metrics = all.iter().flat_map(|r| r.scope_metrics()).flat_map(|s| s.metrics());
-        for m in metrics.filter(|m| m.name() == phalanx_core::names::RATELIMIT_DECISIONS) {
-            if let AggregatedMetrics::U64(MetricData::Sum(sum)) = m.data() {
-                for p in sum.data_points() {
-                    let attr = |k: &str| p.attributes().find(|a| a.key.as_str() == k).map(|a| a.value.to_string());
-                    if attr("policy").as_deref() == Some(policy) && attr("outcome").as_deref() == Some(outcome) {
-                        total += p.value();
-                        shadow |= attr("shadow").as_deref() == Some("true");
-                    }
-                }
-            }
-        }
-        (total, shadow)
+        let points: Vec<_> = self
+            .0
+            .points(phalanx_core::names::RATELIMIT_DECISIONS)
+            .into_iter()
+            .filter(|p| p.has(&[("policy", policy), ("outcome", outcome)]))
+            .collect();
+        let total = points.iter().map(|p| p.value as u64).sum();
+        (total, points.iter().any(|p| p.has(&[("shadow", "true")])))
     }
 }
