@@ -33,8 +33,10 @@ Options:
   --ids N                ids of the default ranges are 1..=N (default 100000; pages 1..=N/20)
   --zipf S               Zipf exponent of the default ranges (default 1.0; 0 = uniform)
   --header 'K: V'        add a header to every request (repeatable)
-  --client-id-per-user   send X-Client-ID: user-<n>, one per user
-  --client-id-header H   header name for --client-id-per-user (default X-Client-ID)
+  --client-id-per-user   send X-Client-ID: user-<n>, one per user (the default: each simulated
+                         user is a distinct client, as it would be to a per-client rate limit)
+  --shared-client        send no client id: every user is the same client (the peer IP)
+  --client-id-header H   header name of the per-user client id (default X-Client-ID)
   --json FILE            write the report as JSON to FILE
   --seed N               random seed (default 1)
   --threads N            runtime worker threads (default: number of CPUs)
@@ -128,7 +130,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, 
     let mut ids = 100_000;
     let mut zipf = 1.0;
     let mut headers = Vec::new();
-    let mut client_id_per_user = false;
+    let mut client_id_per_user = true;
     let mut client_id_header = HeaderName::from_static("x-client-id");
     let mut json = None;
     let mut seed = 1;
@@ -170,6 +172,7 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, 
             "--zipf" => zipf = number(&flag, &value()?)?,
             "--header" => headers.push(parse_header(&value()?)?),
             "--client-id-per-user" => client_id_per_user = true,
+            "--shared-client" => client_id_per_user = false,
             "--client-id-header" => {
                 let name = value()?;
                 client_id_header =
@@ -279,6 +282,9 @@ mod tests {
         assert_eq!(options.client_id_header, Some(HeaderName::from_static("x-client-id")));
         assert_eq!(options.base_url, "http://127.0.0.1:3000");
         assert_eq!(run(&["--stress", "http://h"]).unwrap().think, Duration::ZERO);
+        // Users are distinct clients unless told otherwise.
+        assert_eq!(run(&["http://h"]).unwrap().client_id_header, Some(HeaderName::from_static("x-client-id")));
+        assert_eq!(run(&["--shared-client", "http://h"]).unwrap().client_id_header, None);
     }
 
     #[test]
