@@ -43,11 +43,17 @@ fn phalanx(headers: bool) -> RateLimitLayer {
         .unwrap()
 }
 
-/// tower_governor with the same quota: one cell per microsecond, burst a million, per peer IP.
+/// tower_governor with the same quota: one cell per microsecond, burst a million, per peer IP;
+/// `headers` adds its `x-ratelimit-limit`/`-remaining` fields (`use_headers`).
 macro_rules! governor_layer {
     () => {
         GovernorLayer::<_, _, Body>::new(
             GovernorConfigBuilder::default().per_nanosecond(1000).burst_size(1_000_000).finish().unwrap(),
+        )
+    };
+    (headers) => {
+        GovernorLayer::<_, _, Body>::new(
+            GovernorConfigBuilder::default().per_nanosecond(1000).burst_size(1_000_000).use_headers().finish().unwrap(),
         )
     };
 }
@@ -76,6 +82,7 @@ fn decision(c: &mut Criterion) {
     let ours = phalanx(false).layer(inner());
     let ours_headers = phalanx(true).layer(inner());
     let theirs = governor_layer!().layer(inner());
+    let theirs_headers = governor_layer!(headers).layer(inner());
     assert_eq!(one(&ours, 0), 200);
     assert_eq!(one(&theirs, 0), 200);
     let mut group = c.benchmark_group("ratelimit_decision");
@@ -98,28 +105,44 @@ fn decision(c: &mut Criterion) {
             black_box(one(&theirs, i))
         })
     });
+    group.bench_function("tower_governor_with_headers", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(one(&theirs_headers, i))
+        })
+    });
     group.finish();
 }
 
-/// Interleaved rounds in the same run; the best round of each side counts.
+/// Interleaved rounds in the same run; the best round of each side counts. Without and with
+/// each side's rate-limit response fields.
 fn ratio() {
     let ours = phalanx(false).layer(inner());
     let theirs = governor_layer!().layer(inner());
+    let ours_headers = phalanx(true).layer(inner());
+    let theirs_headers = governor_layer!(headers).layer(inner());
+    compare("", &|i| one(&ours, i), &|i| one(&theirs, i));
+    compare(" with headers", &|i| one(&ours_headers, i), &|i| one(&theirs_headers, i));
+}
+
+fn compare(what: &str, ours: &dyn Fn(u32) -> u16, theirs: &dyn Fn(u32) -> u16) {
+    const ROUND: u32 = 200_000;
     let round = |f: &dyn Fn(u32) -> u16| {
         let started = Instant::now();
-        for i in 0..200_000 {
+        for i in 0..ROUND {
             black_box(f(i));
         }
         started.elapsed()
     };
     let (mut best_ours, mut best_theirs) = (Duration::MAX, Duration::MAX);
     for _ in 0..7 {
-        best_ours = best_ours.min(round(&|i| one(&ours, i)));
-        best_theirs = best_theirs.min(round(&|i| one(&theirs, i)));
+        best_ours = best_ours.min(round(ours));
+        best_theirs = best_theirs.min(round(theirs));
     }
-    let per = |d: Duration| d.as_nanos() as f64 / 200_000.0;
+    let per = |d: Duration| d.as_nanos() as f64 / f64::from(ROUND);
     println!(
-        "ratelimit_decision: phalanx {:.1} ns, tower_governor {:.1} ns per request; phalanx / tower_governor = {:.2}",
+        "ratelimit_decision{what}: phalanx {:.1} ns, tower_governor {:.1} ns per request; \
+         phalanx / tower_governor = {:.2}",
         per(best_ours),
         per(best_theirs),
         per(best_ours) / per(best_theirs)
@@ -130,7 +153,8 @@ fn main() {
     let mut criterion = Criterion::default().configure_from_args();
     decision(&mut criterion);
     criterion.final_summary();
-    if !std::env::args().any(|a| a == "--list") {
+    // `--list` and `--profile-time` (profiling one function) want nothing but criterion's part.
+    if !std::env::args().any(|a| a == "--list" || a == "--profile-time") {
         ratio();
     }
 }

@@ -1,7 +1,7 @@
 //! `RateLimitLayer`, its builder, and the shared state every clone of the service uses.
 
 use std::{
-    net::{IpAddr, Ipv4Addr},
+    net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -11,7 +11,7 @@ use std::{
 
 use http::{HeaderName, HeaderValue, Request};
 use opentelemetry::{
-    metrics::{Counter, Meter},
+    metrics::{Meter, ObservableCounter},
     KeyValue,
 };
 use phalanx_core::{
@@ -268,21 +268,17 @@ pub(crate) enum Answer {
     Reject(Box<Problem>),
 }
 
+/// Decisions per policy and outcome: one relaxed atomic add per decision, read by `/status`
+/// and by an observable OTel counter at collection time (so a decision makes no OTel call).
 struct Metrics {
-    decisions: Counter<u64>,
-    /// Attributes per policy and outcome, built once.
-    attributes: Vec<[Vec<KeyValue>; 4]>,
-    /// Counts per policy and outcome, for `/status`.
-    counts: Vec<[AtomicU64; 4]>,
+    counts: Arc<[[AtomicU64; 4]]>,
+    _decisions: ObservableCounter<u64>,
 }
 
 impl Metrics {
     fn new(meter: &Meter, policies: &[CompiledPolicy], shadow: bool) -> Self {
-        let decisions = meter
-            .u64_counter(names::RATELIMIT_DECISIONS)
-            .with_description("Rate-limit decisions by policy and outcome")
-            .build();
-        let attributes = policies
+        // Attributes per policy and outcome, built once.
+        let attributes: Vec<[Vec<KeyValue>; 4]> = policies
             .iter()
             .map(|p| {
                 OUTCOMES.map(|outcome| {
@@ -297,12 +293,28 @@ impl Metrics {
                 })
             })
             .collect();
-        let counts = policies.iter().map(|_| Default::default()).collect();
-        Metrics { decisions, attributes, counts }
+        let counts: Arc<[[AtomicU64; 4]]> = policies.iter().map(|_| Default::default()).collect();
+        let observed = Arc::downgrade(&counts);
+        let decisions = meter
+            .u64_observable_counter(names::RATELIMIT_DECISIONS)
+            .with_description("Rate-limit decisions by policy and outcome")
+            .with_callback(move |observer| {
+                let Some(counts) = observed.upgrade() else { return };
+                for (policy, attributes) in counts.iter().zip(&attributes) {
+                    for (count, attributes) in policy.iter().zip(attributes) {
+                        let count = count.load(Ordering::Relaxed);
+                        // An outcome never seen makes no series.
+                        if count > 0 {
+                            observer.observe(count, attributes);
+                        }
+                    }
+                }
+            })
+            .build();
+        Metrics { counts, _decisions: decisions }
     }
 
     fn record(&self, policy: usize, outcome: Outcome) {
-        self.decisions.add(1, &self.attributes[policy][outcome as usize]);
         self.counts[policy][outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -327,21 +339,20 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// The digest of the request's client key, and the key itself when Redis will need it: a
-    /// key already resolved (by `ClassifyLayer`), else ours. An IPv4 peer key is written on the
-    /// stack, exactly as the resolver spells it, and allocated only for Redis.
+    /// key already resolved (by `ClassifyLayer`), else ours. An IPv4 peer is digested from its
+    /// address without spelling the key out; the key is written only for Redis.
     pub(crate) fn identify<B>(&self, req: &Request<B>) -> (u64, Option<ClientKey>) {
         if let Some(key) = req.extensions().get::<ClientKey>() {
-            return (self.local.digest(key.as_str()), Some(key.clone()));
+            return (self.local.digest(key.as_str()), self.redis.is_some().then(|| key.clone()));
         }
         if self.peer_ip_first {
             if let Some(IpAddr::V4(ip)) = self.resolver.client_ip(req.headers(), req.extensions()) {
-                let (buf, len) = ipv4_key(ip);
-                let key = std::str::from_utf8(&buf[..len]).expect("ASCII digits and dots");
-                return (self.local.digest(key), self.redis.is_some().then(|| ClientKey::new(key)));
+                let key = self.redis.is_some().then(|| ClientKey::new(format!("ip:{ip}")));
+                return (self.local.digest_ipv4(ip), key);
             }
         }
         let key = self.resolver.resolve(req);
-        (self.local.digest(key.as_str()), Some(key))
+        (self.local.digest(key.as_str()), self.redis.is_some().then_some(key))
     }
 
     fn gcras(&self, tier: Tier) -> &[Gcra] {
@@ -457,30 +468,6 @@ impl Shared {
     }
 }
 
-/// `ip:a.b.c.d`, as `ClientKeyResolver` writes an IPv4 key, without the formatting machinery.
-fn ipv4_key(ip: Ipv4Addr) -> ([u8; 18], usize) {
-    let mut buf = [0u8; 18];
-    buf[..3].copy_from_slice(b"ip:");
-    let mut len = 3;
-    for (i, octet) in ip.octets().into_iter().enumerate() {
-        if i > 0 {
-            buf[len] = b'.';
-            len += 1;
-        }
-        if octet >= 100 {
-            buf[len] = b'0' + octet / 100;
-            len += 1;
-        }
-        if octet >= 10 {
-            buf[len] = b'0' + octet / 10 % 10;
-            len += 1;
-        }
-        buf[len] = b'0' + octet % 10;
-        len += 1;
-    }
-    (buf, len)
-}
-
 /// The `/status` section of a [`RateLimitLayer`] (`"ratelimit"`): decisions per policy and
 /// outcome, and the sizes of the local tables.
 #[derive(Clone)]
@@ -540,19 +527,5 @@ impl StatusSource for RateLimitStatus {
             "local_bytes": shared.local.allocated_bytes(),
             "deny_cache_keys": shared.redis.as_ref().map_or(0, RedisStore::cached_denials),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ipv4_keys_are_spelled_as_the_resolver_spells_them() {
-        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.255", "255.255.255.255", "1.20.199.9"] {
-            let ip: Ipv4Addr = ip.parse().unwrap();
-            let (buf, len) = ipv4_key(ip);
-            assert_eq!(std::str::from_utf8(&buf[..len]).unwrap(), format!("ip:{ip}"));
-        }
     }
 }

@@ -7,7 +7,10 @@
 //! no entry, so idle entries are dropped without changing any decision: each shard sweeps them
 //! out whenever it has doubled since its last sweep.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::{
+    hash::{BuildHasher, BuildHasherDefault, Hasher},
+    net::Ipv4Addr,
+};
 
 use hashbrown::HashMap;
 use parking_lot::{Mutex, MutexGuard};
@@ -121,6 +124,10 @@ impl<V: Expiring> Shard<V> {
         self.map.get(&key).copied()
     }
 
+    pub(crate) fn get_mut(&mut self, key: u64) -> Option<&mut V> {
+        self.map.get_mut(&key)
+    }
+
     pub(crate) fn insert(&mut self, key: u64, value: V, now: u64) {
         if let Some(slot) = self.map.get_mut(&key) {
             *slot = value;
@@ -197,14 +204,27 @@ impl LocalStore {
         LocalStore { tats: ShardedMap::new(), hasher, salts }
     }
 
-    /// The digest of a client key.
+    /// The digest of a client key. An IPv4 key (`ip:a.b.c.d`) digests to the same value as
+    /// [`LocalStore::digest_ipv4`] of its address, so a client keeps one entry whether its key
+    /// was resolved by `ClassifyLayer` or by the limiter itself.
     pub(crate) fn digest(&self, key: &str) -> u64 {
-        self.hasher.hash_one(key)
+        match key.strip_prefix("ip:").and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
+            Some(ip) => self.digest_ipv4(ip),
+            None => self.hasher.hash_one(key),
+        }
+    }
+
+    /// The digest of the key of an IPv4 client, without spelling the key out.
+    pub(crate) fn digest_ipv4(&self, ip: Ipv4Addr) -> u64 {
+        self.hasher.hash_one(u32::from(ip))
     }
 
     /// Judge one request of client `digest` against every policy: all must allow, and only
     /// then is each TAT advanced.
     pub(crate) fn decide(&self, digest: u64, gcras: &[Gcra], now: u64, verdicts: &mut Verdicts) {
+        if let [gcra] = gcras {
+            return self.decide_one(digest, gcra, now, verdicts);
+        }
         let mut tats = [0u64; MAX_POLICIES];
         let tats = &mut tats[..gcras.len()];
         let mut shard = self.tats.lock(digest);
@@ -216,6 +236,29 @@ impl LocalStore {
                 shard.insert(digest ^ self.salts[i], *tat, now);
             }
         }
+    }
+
+    /// [`LocalStore::decide`] for a single policy: one probe of the table for a known key.
+    fn decide_one(&self, digest: u64, gcra: &Gcra, now: u64, verdicts: &mut Verdicts) {
+        let key = digest ^ self.salts[0];
+        let mut shard = self.tats.lock(digest);
+        let verdict = match shard.get_mut(key) {
+            Some(tat) => {
+                let (verdict, new_tat) = gcra.check(*tat, now);
+                if verdict.allowed {
+                    *tat = new_tat;
+                }
+                verdict
+            }
+            None => {
+                let (verdict, new_tat) = gcra.check(0, now);
+                if verdict.allowed {
+                    shard.insert(key, new_tat, now);
+                }
+                verdict
+            }
+        };
+        verdicts.push(verdict);
     }
 
     /// Entries held.
@@ -283,6 +326,34 @@ mod tests {
         assert_eq!(denied.as_slice()[0].remaining, 98, "the wide policy was not charged for the denial");
         assert_eq!(denied.retry_after_us(), 1_000_000);
         assert!(store.verdicts(store.digest("id:b"), &[wide, narrow], now).allowed());
+    }
+
+    #[test]
+    fn an_ipv4_key_digests_like_its_address() {
+        let store = LocalStore::new();
+        let ip = Ipv4Addr::new(192, 168, 10, 7);
+        assert_eq!(store.digest("ip:192.168.10.7"), store.digest_ipv4(ip));
+        assert_ne!(store.digest("ip:192.168.10.8"), store.digest_ipv4(ip));
+        assert_ne!(store.digest("id:192.168.10.7"), store.digest_ipv4(ip));
+        assert_ne!(store.digest("ip:2001:db8::/64"), store.digest("ip:2001:db8:0:1::/64"));
+    }
+
+    #[test]
+    fn one_policy_decides_like_several() {
+        let one = LocalStore::new();
+        let g = Quota::per_second(10).with_burst(3).gcra("p").unwrap();
+        let now = 7_000_000_000;
+        let d = one.digest("id:a");
+        let mut reference = [0u64];
+        for step in 0..20u64 {
+            let at = now + step * 40_000;
+            let got = one.verdicts(d, &[g], at);
+            let mut expected = Verdicts::default();
+            let allowed = judge(&[g], &mut reference, at, &mut expected);
+            assert_eq!(got.allowed(), allowed, "step {step}");
+            assert_eq!(got.as_slice()[0].remaining, expected.as_slice()[0].remaining, "step {step}");
+            assert_eq!(got.retry_after_us(), expected.retry_after_us(), "step {step}");
+        }
     }
 
     #[test]

@@ -50,7 +50,8 @@ where
         let (digest, key) = self.shared.identify(&req);
         let tier = req.extensions().get::<Tier>().copied().unwrap_or_default();
         let state = match self.shared.try_answer(digest, tier) {
-            Some(answer) => State::start(answer, &mut self.inner, req),
+            Some(Answer::Pass(fields)) => State::Calling { future: self.inner.call(req), fields },
+            Some(Answer::Reject(problem)) => State::Rejected { problem: Some(problem) },
             None => {
                 // The decision needs a round trip: the service that was made ready, the request
                 // and the shared state go along into one boxed future.
