@@ -20,10 +20,12 @@ pin_project! {
 }
 
 pin_project! {
+    // The written bytes are boxed: every response passing through a layer carries this type,
+    // and keeping it no larger than an axum `Body` keeps those responses cheap to move.
     #[project = KindProj]
     enum Kind<B> {
         Inner { #[pin] body: B },
-        Full { data: Option<Bytes> },
+        Full { data: Option<Box<Bytes>> },
     }
 }
 
@@ -36,7 +38,7 @@ impl<B> LayerBody<B> {
     /// A complete body of these bytes.
     pub fn full(data: impl Into<Bytes>) -> Self {
         let data: Bytes = data.into();
-        LayerBody { kind: Kind::Full { data: (!data.is_empty()).then_some(data) } }
+        LayerBody { kind: Kind::Full { data: (!data.is_empty()).then(|| Box::new(data)) } }
     }
 
     /// An empty body.
@@ -64,7 +66,7 @@ impl<B> std::fmt::Debug for LayerBody<B> {
         match &self.kind {
             Kind::Inner { .. } => f.write_str("LayerBody::Inner"),
             Kind::Full { data } => {
-                f.debug_tuple("LayerBody::Full").field(&data.as_ref().map_or(0, Bytes::len)).finish()
+                f.debug_tuple("LayerBody::Full").field(&data.as_ref().map_or(0, |d| d.len())).finish()
             }
         }
     }
@@ -80,7 +82,7 @@ where
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         match self.project().kind.project() {
             KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            KindProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(*d)))),
         }
     }
 
@@ -113,5 +115,10 @@ mod tests {
         assert_eq!(inner.collect().await.unwrap().to_bytes(), "xyz");
         let empty: LayerBody<Full<Bytes>> = LayerBody::empty();
         assert!(empty.is_end_stream());
+        assert_eq!(
+            std::mem::size_of::<LayerBody<axum::body::Body>>(),
+            std::mem::size_of::<axum::body::Body>(),
+            "responses through a layer are no larger to move than axum's"
+        );
     }
 }

@@ -242,10 +242,11 @@ impl ClientKeyResolver {
     /// The client's IP: the peer's, or, when the peer is a trusted proxy, the rightmost
     /// untrusted hop of `Forwarded` (preferred) or `X-Forwarded-For`. `None` without a peer address.
     pub fn client_ip(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
+        // axum's `ConnectInfo` first: it is where a served request has its peer.
         let peer = extensions
-            .get::<PeerAddr>()
-            .map(|p| p.0.ip())
-            .or_else(|| extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+            .or_else(|| extensions.get::<PeerAddr>().map(|p| p.0.ip()))
             .map(canonical)?;
         if !self.is_trusted(peer) {
             return Some(peer);

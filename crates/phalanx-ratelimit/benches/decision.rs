@@ -39,6 +39,11 @@ fn phalanx(headers: bool) -> RateLimitLayer {
         .policy(Policy::new("per-ip", Quota::per_second(1_000_000).with_burst(1_000_000)))
         .key_config(ClientKeyConfig::default())
         .headers(headers)
+        .clock(if std::env::var_os("TSC").is_some() {
+            phalanx_ratelimit::Clock::tsc()
+        } else {
+            phalanx_ratelimit::Clock::tokio()
+        })
         .build()
         .unwrap()
 }
@@ -87,6 +92,13 @@ fn decision(c: &mut Criterion) {
     assert_eq!(one(&theirs, 0), 200);
     let mut group = c.benchmark_group("ratelimit_decision");
     let mut i = 0u32;
+    let bare = inner();
+    group.bench_function("no_limiter", |b| {
+        b.iter(|| {
+            i = i.wrapping_add(1);
+            black_box(one(&bare, i))
+        })
+    });
     group.bench_function("phalanx", |b| {
         b.iter(|| {
             i = i.wrapping_add(1);
@@ -149,7 +161,32 @@ fn compare(what: &str, ours: &dyn Fn(u32) -> u16, theirs: &dyn Fn(u32) -> u16) {
     );
 }
 
+/// `DECISION_LOOP=<side> valgrind --tool=callgrind <bench binary>`: 100,000 requests through one
+/// side only (`no_limiter`, `phalanx`, `phalanx_with_headers`, `tower_governor`,
+/// `tower_governor_with_headers`), for instruction counts that the machine's noise cannot move.
+fn instruction_loop(side: &str) {
+    const REQUESTS: u32 = 100_000;
+    fn run<S>(service: S)
+    where
+        S: Service<Request<Body>, Error = Infallible> + Clone,
+        S::Response: Status,
+    {
+        (0..REQUESTS).for_each(|i| assert_eq!(one(&service, i), 200));
+    }
+    match side {
+        "no_limiter" => run(inner()),
+        "phalanx" => run(phalanx(false).layer(inner())),
+        "phalanx_with_headers" => run(phalanx(true).layer(inner())),
+        "tower_governor" => run(governor_layer!().layer(inner())),
+        "tower_governor_with_headers" => run(governor_layer!(headers).layer(inner())),
+        other => panic!("unknown side {other:?}"),
+    }
+}
+
 fn main() {
+    if let Ok(side) = std::env::var("DECISION_LOOP") {
+        return instruction_loop(&side);
+    }
     let mut criterion = Criterion::default().configure_from_args();
     decision(&mut criterion);
     criterion.final_summary();

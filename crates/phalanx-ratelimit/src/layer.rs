@@ -9,6 +9,7 @@ use std::{
     time::Duration,
 };
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use opentelemetry::{
     metrics::{Meter, ObservableCounter},
@@ -218,11 +219,17 @@ impl RateLimitLayerBuilder {
                 row[i] = p.by_tier[tier];
             }
         }
+        let policy_header = policy_header_values(&policies);
+        let tiered = Tier::ALL.iter().any(|&t| {
+            gcras[t as usize] != gcras[Tier::default() as usize]
+                || policy_header[t as usize] != policy_header[Tier::default() as usize]
+        });
         let meter = self.meter.unwrap_or_else(phalanx_core::default_meter);
         let metrics = Metrics::new(&meter, &policies, self.shadow);
         Ok(RateLimitLayer {
             shared: Arc::new(Shared {
-                policy_header: policy_header_values(&policies),
+                policy_header,
+                tiered,
                 policies: policies.into_boxed_slice(),
                 gcras,
                 // The default resolver has the peer IP as its only source.
@@ -260,10 +267,17 @@ pub(crate) struct Decision {
     pub(crate) tier: Tier,
 }
 
+/// The `RateLimit-Policy` and `RateLimit` values of one response. Boxed where it is carried,
+/// so a response future without them stays small.
+pub(crate) struct Fields {
+    pub(crate) policy: HeaderValue,
+    pub(crate) state: HeaderValue,
+}
+
 /// What the service does with a request.
 pub(crate) enum Answer {
     /// Call the inner service and add these fields to its response.
-    Pass(Option<(HeaderValue, HeaderValue)>),
+    Pass(Option<Box<Fields>>),
     /// Answer with this problem.
     Reject(Box<Problem>),
 }
@@ -324,6 +338,8 @@ pub(crate) struct Shared {
     policies: Box<[CompiledPolicy]>,
     gcras: [[Gcra; MAX_POLICIES]; 4],
     policy_header: [HeaderValue; 4],
+    /// Some policy differs between tiers (else the request's tier is not looked up).
+    tiered: bool,
     resolver: ClientKeyResolver,
     /// The resolver's first source is the peer IP (so it always answers with it when there is one).
     peer_ip_first: bool,
@@ -353,6 +369,14 @@ impl Shared {
         }
         let key = self.resolver.resolve(req);
         (self.local.digest(key.as_str()), self.redis.is_some().then_some(key))
+    }
+
+    /// The request's tier, when the policies differ by tier.
+    pub(crate) fn tier<B>(&self, req: &Request<B>) -> Tier {
+        match self.tiered {
+            true => req.extensions().get::<Tier>().copied().unwrap_or_default(),
+            false => Tier::default(),
+        }
     }
 
     fn gcras(&self, tier: Tier) -> &[Gcra] {
@@ -422,9 +446,9 @@ impl Shared {
                 let mut problem = Problem::rate_limited(retry)
                     .with_detail(format!("rate limit {name:?} exceeded"))
                     .with_member("policy", name);
-                if let Some((policy_field, state_field)) = fields {
-                    problem = problem.with_header(RATELIMIT_POLICY.clone(), policy_field);
-                    problem = problem.with_header(RATELIMIT.clone(), state_field);
+                if let Some(fields) = fields {
+                    problem = problem.with_header(RATELIMIT_POLICY.clone(), fields.policy);
+                    problem = problem.with_header(RATELIMIT.clone(), fields.state);
                 }
                 Answer::Reject(Box::new(problem))
             }
@@ -449,23 +473,40 @@ impl Shared {
     }
 
     /// `RateLimit-Policy` and `RateLimit` of a decision; `None` when no policy's state is known.
-    fn fields(&self, decision: &Decision) -> Option<(HeaderValue, HeaderValue)> {
-        let mut state = String::with_capacity(40 * self.policies.len());
+    fn fields(&self, decision: &Decision) -> Option<Box<Fields>> {
+        let mut state = Vec::with_capacity(32 * self.policies.len());
         for (i, v) in decision.verdicts.known() {
             if !state.is_empty() {
-                state.push_str(", ");
+                state.extend_from_slice(b", ");
             }
+            state.extend_from_slice(self.policies[i].state_prefix.as_bytes());
+            push_decimal(&mut state, u64::from(v.remaining));
+            state.extend_from_slice(b";t=");
             // Whole seconds, rounded up: `t=0` would claim the quota is already restored.
-            let reset = v.reset_us.div_ceil(1_000_000);
-            use std::fmt::Write;
-            let _ = write!(state, "\"{}\";r={};t={}", self.policies[i].name, v.remaining, reset);
+            push_decimal(&mut state, v.reset_us.div_ceil(1_000_000));
         }
         if state.is_empty() {
             return None;
         }
-        let state = HeaderValue::from_str(&state).expect("policy names are checked to be printable ASCII");
-        Some((self.policy_header[decision.tier as usize].clone(), state))
+        let state =
+            HeaderValue::from_maybe_shared(Bytes::from(state)).expect("policy names are checked to be printable ASCII");
+        Some(Box::new(Fields { policy: self.policy_header[decision.tier as usize].clone(), state }))
     }
+}
+
+/// Append `n` in decimal, without the formatting machinery.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// The `/status` section of a [`RateLimitLayer`] (`"ratelimit"`): decisions per policy and
@@ -527,5 +568,19 @@ impl StatusSource for RateLimitStatus {
             "local_bytes": shared.local.allocated_bytes(),
             "deny_cache_keys": shared.redis.as_ref().map_or(0, RedisStore::cached_denials),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_decimal;
+
+    #[test]
+    fn decimals_are_spelled_as_display_spells_them() {
+        for n in [0, 7, 10, 99, 100, 65_535, 1_000_000, u64::from(u32::MAX), u64::MAX] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+        }
     }
 }

@@ -176,6 +176,8 @@ pub(crate) struct CompiledPolicy {
     pub(crate) by_tier: [Gcra; 4],
     /// The `RateLimit-Policy` list member of each tier: `"name";q=1000;w=60`.
     pub(crate) header_member: [String; 4],
+    /// The start of this policy's `RateLimit` list member: `"name";r=`.
+    pub(crate) state_prefix: String,
 }
 
 impl CompiledPolicy {
@@ -199,7 +201,8 @@ impl CompiledPolicy {
             }
             header_member[tier as usize] = format!("\"{name}\";q={};w={window}", quota.limit);
         }
-        Ok(CompiledPolicy { name: name.clone(), by_tier, header_member })
+        let state_prefix = format!("\"{name}\";r=");
+        Ok(CompiledPolicy { name: name.clone(), by_tier, header_member, state_prefix })
     }
 }
 

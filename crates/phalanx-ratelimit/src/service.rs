@@ -7,12 +7,12 @@ use std::{
     task::{ready, Context, Poll},
 };
 
-use http::{HeaderValue, Request, Response};
-use phalanx_core::{LayerBody, Problem, Tier};
+use http::{Request, Response};
+use phalanx_core::{LayerBody, Problem};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
-use crate::layer::{Answer, Shared, RATELIMIT, RATELIMIT_POLICY};
+use crate::layer::{Answer, Fields, Shared, RATELIMIT, RATELIMIT_POLICY};
 
 /// The service made by [`crate::RateLimitLayer`].
 #[derive(Clone)]
@@ -48,7 +48,7 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (digest, key) = self.shared.identify(&req);
-        let tier = req.extensions().get::<Tier>().copied().unwrap_or_default();
+        let tier = self.shared.tier(&req);
         let state = match self.shared.try_answer(digest, tier) {
             Some(Answer::Pass(fields)) => State::Calling { future: self.inner.call(req), fields },
             Some(Answer::Reject(problem)) => State::Rejected { problem: Some(problem) },
@@ -90,7 +90,7 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Deciding { decision: DecisionFuture<S, ReqBody> },
-        Calling { #[pin] future: S::Future, fields: Option<(HeaderValue, HeaderValue)> },
+        Calling { #[pin] future: S::Future, fields: Option<Box<Fields>> },
         Rejected { problem: Option<Box<Problem>> },
     }
 }
@@ -124,9 +124,9 @@ where
                 }
                 StateProj::Calling { future, fields } => {
                     let mut res = ready!(future.poll(cx))?.map(LayerBody::inner);
-                    if let Some((policy, state)) = fields.take() {
-                        res.headers_mut().insert(RATELIMIT_POLICY.clone(), policy);
-                        res.headers_mut().insert(RATELIMIT.clone(), state);
+                    if let Some(fields) = fields.take() {
+                        res.headers_mut().insert(RATELIMIT_POLICY.clone(), fields.policy);
+                        res.headers_mut().insert(RATELIMIT.clone(), fields.state);
                     }
                     return Poll::Ready(Ok(res));
                 }
