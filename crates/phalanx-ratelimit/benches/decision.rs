@@ -39,11 +39,6 @@ fn phalanx(headers: bool) -> RateLimitLayer {
         .policy(Policy::new("per-ip", Quota::per_second(1_000_000).with_burst(1_000_000)))
         .key_config(ClientKeyConfig::default())
         .headers(headers)
-        .clock(if std::env::var_os("TSC").is_some() {
-            phalanx_ratelimit::Clock::tsc()
-        } else {
-            phalanx_ratelimit::Clock::tokio()
-        })
         .build()
         .unwrap()
 }

@@ -190,7 +190,8 @@ impl RateLimitLayerBuilder {
         self
     }
 
-    /// Read the time from this clock (default: [`Clock::tokio`]).
+    /// Read the time from this clock (default: [`Clock::default`], which follows tokio's time
+    /// when it is paused).
     pub fn clock(mut self, clock: Clock) -> Self {
         self.clock = Some(clock);
         self
@@ -475,12 +476,13 @@ impl Shared {
     /// `RateLimit-Policy` and `RateLimit` of a decision; `None` when no policy's state is known.
     fn fields(&self, decision: &Decision) -> Option<Box<Fields>> {
         let mut state = Vec::with_capacity(32 * self.policies.len());
+        let gcras = self.gcras(decision.tier);
         for (i, v) in decision.verdicts.known() {
             if !state.is_empty() {
                 state.extend_from_slice(b", ");
             }
             state.extend_from_slice(self.policies[i].state_prefix.as_bytes());
-            push_decimal(&mut state, u64::from(v.remaining));
+            push_decimal(&mut state, u64::from(v.remaining(&gcras[i])));
             state.extend_from_slice(b";t=");
             // Whole seconds, rounded up: `t=0` would claim the quota is already restored.
             push_decimal(&mut state, v.reset_us.div_ceil(1_000_000));

@@ -93,20 +93,10 @@ impl Gcra {
         let new_tat = tat + self.emission_us;
         let ahead = new_tat - now;
         if ahead <= self.tolerance_us {
-            let verdict = Verdict {
-                allowed: true,
-                remaining: ((self.tolerance_us - ahead) / self.emission_us) as u32,
-                reset_us: ahead,
-                retry_after_us: 0,
-            };
+            let verdict = Verdict { allowed: true, reset_us: ahead, retry_after_us: 0 };
             (verdict, new_tat)
         } else {
-            let verdict = Verdict {
-                allowed: false,
-                remaining: 0,
-                reset_us: tat - now,
-                retry_after_us: ahead - self.tolerance_us,
-            };
+            let verdict = Verdict { allowed: false, reset_us: tat - now, retry_after_us: ahead - self.tolerance_us };
             (verdict, tat)
         }
     }
@@ -115,12 +105,7 @@ impl Gcra {
     /// was consumed, so report the state before this request.
     pub(crate) fn unconsumed(&self, stored_tat: u64, now: u64) -> Verdict {
         let ahead = stored_tat.max(now) - now;
-        Verdict {
-            allowed: true,
-            remaining: (self.tolerance_us.saturating_sub(ahead) / self.emission_us) as u32,
-            reset_us: ahead,
-            retry_after_us: 0,
-        }
+        Verdict { allowed: true, reset_us: ahead, retry_after_us: 0 }
     }
 }
 
@@ -129,12 +114,22 @@ impl Gcra {
 pub(crate) struct Verdict {
     /// Whether this policy lets the request through.
     pub(crate) allowed: bool,
-    /// Requests that would pass right now after this one (the `r` of the `RateLimit` field).
-    pub(crate) remaining: u32,
     /// Microseconds until the quota is fully restored (the `t` of the `RateLimit` field).
     pub(crate) reset_us: u64,
     /// Microseconds until a request would pass again (0 when allowed).
     pub(crate) retry_after_us: u64,
+}
+
+impl Verdict {
+    /// Requests that would pass right now after this one (the `r` of the `RateLimit` field),
+    /// under the policy's parameters. Worked out only when a field is written: a decision
+    /// without fields spends no division on it.
+    pub(crate) fn remaining(&self, gcra: &Gcra) -> u32 {
+        match self.allowed {
+            true => (gcra.tolerance_us.saturating_sub(self.reset_us) / gcra.emission_us) as u32,
+            false => 0,
+        }
+    }
 }
 
 /// A named quota with optional per-tier quotas: `"per-client": 1000 per 60 s, burst 100;
@@ -237,7 +232,7 @@ mod tests {
         assert_eq!(denied.reset_us, 300_000);
         let (later, _) = g.check(tat, 1_100_000);
         assert!(later.allowed);
-        assert_eq!(later.remaining, 0);
+        assert_eq!(later.remaining(&g), 0);
     }
 
     #[test]

@@ -132,7 +132,6 @@ impl RedisStore {
         let denial = self.denials.as_ref()?.lock(digest).get(digest).filter(|d| d.until > now)?;
         let verdict = Verdict {
             allowed: false,
-            remaining: 0,
             reset_us: denial.reset_at.saturating_sub(now),
             retry_after_us: denial.until - now,
         };
