@@ -4,7 +4,7 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc,
+        Arc, Weak,
     },
     time::Duration,
 };
@@ -226,9 +226,10 @@ impl RateLimitLayerBuilder {
                 || policy_header[t as usize] != policy_header[Tier::default() as usize]
         });
         let meter = self.meter.unwrap_or_else(phalanx_core::default_meter);
-        let metrics = Metrics::new(&meter, &policies, self.shadow);
+        let clock = self.clock.unwrap_or_default();
         Ok(RateLimitLayer {
-            shared: Arc::new(Shared {
+            shared: Arc::new_cyclic(|shared| Shared {
+                metrics: Metrics::new(&meter, &policies, self.shadow, shared.clone()),
                 policy_header,
                 tiered,
                 policies: policies.into_boxed_slice(),
@@ -242,8 +243,7 @@ impl RateLimitLayerBuilder {
                 fallback_local: self.fallback_local,
                 shadow: self.shadow,
                 headers: self.headers,
-                clock: self.clock.unwrap_or_default(),
-                metrics,
+                clock,
             }),
         })
     }
@@ -258,7 +258,10 @@ pub(crate) enum Outcome {
     FailClosed = 3,
 }
 
-const OUTCOMES: [&str; 4] = ["allowed", "limited", "fail_open", "fail_closed"];
+/// How many outcomes there are.
+pub(crate) const OUTCOMES: usize = 4;
+
+const OUTCOME_NAMES: [&str; OUTCOMES] = ["allowed", "limited", "fail_open", "fail_closed"];
 
 /// One decision over every policy of the layer.
 #[derive(Debug, Clone, Copy)]
@@ -266,6 +269,14 @@ pub(crate) struct Decision {
     pub(crate) outcome: Outcome,
     pub(crate) verdicts: Verdicts,
     pub(crate) tier: Tier,
+    /// Already counted by the in-process store that made it.
+    pub(crate) counted: bool,
+}
+
+impl Decision {
+    fn new(outcome: Outcome, tier: Tier) -> Self {
+        Decision { outcome, verdicts: Verdicts::none(), tier, counted: false }
+    }
 }
 
 /// The `RateLimit-Policy` and `RateLimit` values of one response. Boxed where it is carried,
@@ -283,20 +294,21 @@ pub(crate) enum Answer {
     Reject(Box<Problem>),
 }
 
-/// Decisions per policy and outcome: one relaxed atomic add per decision, read by `/status`
-/// and by an observable OTel counter at collection time (so a decision makes no OTel call).
+/// Decisions per policy and outcome that the in-process store did not count itself (those
+/// that went to Redis, and failures), read with the store's counts by `/status` and by an
+/// observable OTel counter at collection time: a decision makes no OTel call.
 struct Metrics {
-    counts: Arc<[[AtomicU64; 4]]>,
+    counts: Box<[[AtomicU64; OUTCOMES]]>,
     _decisions: ObservableCounter<u64>,
 }
 
 impl Metrics {
-    fn new(meter: &Meter, policies: &[CompiledPolicy], shadow: bool) -> Self {
+    fn new(meter: &Meter, policies: &[CompiledPolicy], shadow: bool, shared: Weak<Shared>) -> Self {
         // Attributes per policy and outcome, built once.
-        let attributes: Vec<[Vec<KeyValue>; 4]> = policies
+        let attributes: Vec<[Vec<KeyValue>; OUTCOMES]> = policies
             .iter()
             .map(|p| {
-                OUTCOMES.map(|outcome| {
+                OUTCOME_NAMES.map(|outcome| {
                     let mut attrs = vec![
                         KeyValue::new(names::attr::POLICY, p.name.to_string()),
                         KeyValue::new(names::attr::OUTCOME, outcome),
@@ -308,16 +320,14 @@ impl Metrics {
                 })
             })
             .collect();
-        let counts: Arc<[[AtomicU64; 4]]> = policies.iter().map(|_| Default::default()).collect();
-        let observed = Arc::downgrade(&counts);
         let decisions = meter
             .u64_observable_counter(names::RATELIMIT_DECISIONS)
             .with_description("Rate-limit decisions by policy and outcome")
             .with_callback(move |observer| {
-                let Some(counts) = observed.upgrade() else { return };
-                for (policy, attributes) in counts.iter().zip(&attributes) {
-                    for (count, attributes) in policy.iter().zip(attributes) {
-                        let count = count.load(Ordering::Relaxed);
+                let Some(shared) = shared.upgrade() else { return };
+                for (policy, attributes) in attributes.iter().enumerate() {
+                    for (outcome, attributes) in OUTCOME_LIST.iter().zip(attributes) {
+                        let count = shared.decisions(policy, *outcome);
                         // An outcome never seen makes no series.
                         if count > 0 {
                             observer.observe(count, attributes);
@@ -326,6 +336,7 @@ impl Metrics {
                 }
             })
             .build();
+        let counts = policies.iter().map(|_| Default::default()).collect();
         Metrics { counts, _decisions: decisions }
     }
 
@@ -333,6 +344,8 @@ impl Metrics {
         self.counts[policy][outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 }
+
+const OUTCOME_LIST: [Outcome; OUTCOMES] = [Outcome::Allowed, Outcome::Limited, Outcome::FailOpen, Outcome::FailClosed];
 
 /// State shared by the layer and every service clone.
 pub(crate) struct Shared {
@@ -386,7 +399,7 @@ impl Shared {
 
     /// The answer to a request decided without waiting, or `None` when Redis must be asked.
     pub(crate) fn try_answer(&self, digest: u64, tier: Tier) -> Option<Answer> {
-        let mut decision = Decision { outcome: Outcome::Limited, verdicts: Verdicts::none(), tier };
+        let mut decision = Decision::new(Outcome::Limited, tier);
         match &self.redis {
             None => self.local_decision(digest, Outcome::Allowed, &mut decision),
             Some(redis) => decision.verdicts = redis.cached_denial(digest, self.policies.len(), self.clock.now_us())?,
@@ -395,8 +408,9 @@ impl Shared {
     }
 
     fn local_decision(&self, digest: u64, when_allowed: Outcome, decision: &mut Decision) {
-        self.local.decide(digest, self.gcras(decision.tier), self.clock.now_us(), &mut decision.verdicts);
+        self.local.decide(digest, self.gcras(decision.tier), self.clock.now_us(), when_allowed, &mut decision.verdicts);
         decision.outcome = if decision.verdicts.allowed() { when_allowed } else { Outcome::Limited };
+        decision.counted = true;
     }
 
     /// Ask Redis; on a timeout or error apply the failure mode.
@@ -416,18 +430,18 @@ impl Shared {
         match redis.decide(key.as_str(), digest, policies, self.clock.now_us()).await {
             Ok(verdicts) => {
                 let outcome = if verdicts.allowed() { Outcome::Allowed } else { Outcome::Limited };
-                Decision { outcome, verdicts, tier }
+                Decision { outcome, verdicts, tier, counted: false }
             }
             Err(failure) => {
                 tracing::debug!(error = %failure, "rate limiter: Redis gave no answer in time");
                 match self.failure_mode {
                     FailureMode::Open if self.fallback_local => {
-                        let mut decision = Decision { outcome: Outcome::FailOpen, verdicts: Verdicts::none(), tier };
+                        let mut decision = Decision::new(Outcome::FailOpen, tier);
                         self.local_decision(digest, Outcome::FailOpen, &mut decision);
                         decision
                     }
-                    FailureMode::Open => Decision { outcome: Outcome::FailOpen, verdicts: Verdicts::none(), tier },
-                    FailureMode::Closed => Decision { outcome: Outcome::FailClosed, verdicts: Verdicts::none(), tier },
+                    FailureMode::Open => Decision::new(Outcome::FailOpen, tier),
+                    FailureMode::Closed => Decision::new(Outcome::FailClosed, tier),
                 }
             }
         }
@@ -435,7 +449,9 @@ impl Shared {
 
     /// Count the decision and turn it into what the service does.
     fn answer(&self, decision: &Decision) -> Answer {
-        self.record(decision);
+        if !decision.counted {
+            self.record(decision);
+        }
         let fields = self.headers.then(|| self.fields(decision)).flatten();
         match decision.outcome {
             Outcome::Allowed | Outcome::FailOpen => Answer::Pass(fields),
@@ -471,6 +487,11 @@ impl Shared {
             }
             outcome => (0..self.policies.len()).for_each(|i| self.metrics.record(i, outcome)),
         }
+    }
+
+    /// Decisions so far of one policy with one outcome, wherever they were counted.
+    fn decisions(&self, policy: usize, outcome: Outcome) -> u64 {
+        self.metrics.counts[policy][outcome as usize].load(Ordering::Relaxed) + self.local.decisions(policy, outcome)
     }
 
     /// `RateLimit-Policy` and `RateLimit` of a decision; `None` when no policy's state is known.
@@ -530,8 +551,8 @@ impl RateLimitStatus {
     pub fn decisions(&self, policy: &str, outcome: &str) -> u64 {
         let shared = &self.shared;
         let Some(p) = shared.policies.iter().position(|p| &*p.name == policy) else { return 0 };
-        let Some(o) = OUTCOMES.iter().position(|o| *o == outcome) else { return 0 };
-        shared.metrics.counts[p][o].load(Ordering::Relaxed)
+        let Some(o) = OUTCOME_NAMES.iter().position(|o| *o == outcome) else { return 0 };
+        shared.decisions(p, OUTCOME_LIST[o])
     }
 
     /// Bytes held by the in-process store's tables.
@@ -554,10 +575,9 @@ impl StatusSource for RateLimitStatus {
         let shared = &self.shared;
         let mut policies = serde_json::Map::new();
         for (i, p) in shared.policies.iter().enumerate() {
-            let counts = &shared.metrics.counts[i];
             let mut entry = serde_json::Map::new();
-            for (o, name) in OUTCOMES.iter().enumerate() {
-                entry.insert((*name).into(), counts[o].load(Ordering::Relaxed).into());
+            for (outcome, name) in OUTCOME_LIST.iter().zip(OUTCOME_NAMES) {
+                entry.insert(name.into(), shared.decisions(i, *outcome).into());
             }
             policies.insert(p.name.to_string(), entry.into());
         }

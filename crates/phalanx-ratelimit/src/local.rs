@@ -13,9 +13,21 @@ use std::{
 };
 
 use hashbrown::HashMap;
-use parking_lot::{Mutex, MutexGuard};
+use spin::{
+    mutex::{SpinMutex, SpinMutexGuard},
+    relax::Yield,
+};
 
-use crate::quota::{Gcra, Verdict};
+/// A shard's lock. Held for one table probe and a little arithmetic, so it is taken with one
+/// atomic exchange and released with a plain store; a waiter yields its thread rather than
+/// spinning on a holder the OS may have preempted.
+type Mutex<T> = SpinMutex<T, Yield>;
+type MutexGuard<'a, T> = SpinMutexGuard<'a, T>;
+
+use crate::{
+    layer::{Outcome, OUTCOMES},
+    quota::{Gcra, Verdict},
+};
 
 /// The most policies one layer evaluates together.
 pub(crate) const MAX_POLICIES: usize = 8;
@@ -114,12 +126,14 @@ type DigestMap<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 #[repr(align(64))]
 struct Padded<T>(T);
 
-pub(crate) struct Shard<V> {
+pub(crate) struct Shard<V, E = ()> {
     map: DigestMap<V>,
     sweep_at: usize,
+    /// Whatever else is kept per shard under the same lock.
+    pub(crate) extra: E,
 }
 
-impl<V: Expiring> Shard<V> {
+impl<V: Expiring, E> Shard<V, E> {
     pub(crate) fn get(&self, key: u64) -> Option<V> {
         self.map.get(&key).copied()
     }
@@ -145,24 +159,31 @@ impl<V: Expiring> Shard<V> {
     }
 }
 
-/// A map of digests to small values in independently locked shards.
-pub(crate) struct ShardedMap<V> {
-    shards: Box<[Padded<Mutex<Shard<V>>>]>,
+/// A map of digests to small values in independently locked shards, each shard with an `E`
+/// beside its map.
+pub(crate) struct ShardedMap<V, E = ()> {
+    shards: Box<[Padded<Mutex<Shard<V, E>>>]>,
     mask: u64,
 }
 
-impl<V: Expiring> ShardedMap<V> {
+impl<V: Expiring, E: Default> ShardedMap<V, E> {
     pub(crate) fn new() -> Self {
         let cores = std::thread::available_parallelism().map_or(4, |n| n.get());
         let count = (cores * 16).next_power_of_two().clamp(16, 1024);
-        let shards =
-            (0..count).map(|_| Padded(Mutex::new(Shard { map: DigestMap::default(), sweep_at: MIN_SWEEP }))).collect();
+        let shards = (0..count)
+            .map(|_| Padded(Mutex::new(Shard { map: DigestMap::default(), sweep_at: MIN_SWEEP, extra: E::default() })))
+            .collect();
         ShardedMap { shards, mask: count as u64 - 1 }
+    }
+
+    /// Fold every shard's `extra` into one value.
+    pub(crate) fn fold_extra<T>(&self, init: T, mut f: impl FnMut(T, &E) -> T) -> T {
+        self.shards.iter().fold(init, |acc, s| f(acc, &s.0.lock().extra))
     }
 
     /// The shard of a digest. The shard is chosen from middle bits: the table inside uses the
     /// low bits for its buckets and the top seven as tags.
-    pub(crate) fn lock(&self, digest: u64) -> MutexGuard<'_, Shard<V>> {
+    pub(crate) fn lock(&self, digest: u64) -> MutexGuard<'_, Shard<V, E>> {
         self.shards[((digest >> 32) & self.mask) as usize].0.lock()
     }
 
@@ -188,9 +209,13 @@ impl<V: Expiring> ShardedMap<V> {
     }
 }
 
-/// GCRA state of every (client, policy) pair seen recently.
+/// Decisions per policy and outcome made in one shard, counted under the shard's lock: a
+/// decision costs no atomic operation on a line every core writes.
+pub(crate) type Tally = [[u64; OUTCOMES]; MAX_POLICIES];
+
+/// GCRA state of every (client, policy) pair seen recently, and the decisions made on it.
 pub(crate) struct LocalStore {
-    tats: ShardedMap<u64>,
+    tats: ShardedMap<u64, Tally>,
     hasher: foldhash::quality::RandomState,
     /// Per-policy salts: a client's entries for different policies live in one shard (so a
     /// decision over several policies takes one lock) under different digests.
@@ -220,10 +245,11 @@ impl LocalStore {
     }
 
     /// Judge one request of client `digest` against every policy: all must allow, and only
-    /// then is each TAT advanced.
-    pub(crate) fn decide(&self, digest: u64, gcras: &[Gcra], now: u64, verdicts: &mut Verdicts) {
+    /// then is each TAT advanced. The decision is counted as `allowed_as` for every policy when
+    /// all allow, else as limited for each policy that denied.
+    pub(crate) fn decide(&self, digest: u64, gcras: &[Gcra], now: u64, allowed_as: Outcome, verdicts: &mut Verdicts) {
         if let [gcra] = gcras {
-            return self.decide_one(digest, gcra, now, verdicts);
+            return self.decide_one(digest, gcra, now, allowed_as, verdicts);
         }
         let mut tats = [0u64; MAX_POLICIES];
         let tats = &mut tats[..gcras.len()];
@@ -234,12 +260,19 @@ impl LocalStore {
         if judge(gcras, tats, now, verdicts) {
             for (i, tat) in tats.iter().enumerate() {
                 shard.insert(digest ^ self.salts[i], *tat, now);
+                shard.extra[i][allowed_as as usize] += 1;
+            }
+        } else {
+            for (i, v) in verdicts.as_slice().iter().enumerate() {
+                if !v.allowed {
+                    shard.extra[i][Outcome::Limited as usize] += 1;
+                }
             }
         }
     }
 
     /// [`LocalStore::decide`] for a single policy: one probe of the table for a known key.
-    fn decide_one(&self, digest: u64, gcra: &Gcra, now: u64, verdicts: &mut Verdicts) {
+    fn decide_one(&self, digest: u64, gcra: &Gcra, now: u64, allowed_as: Outcome, verdicts: &mut Verdicts) {
         let key = digest ^ self.salts[0];
         let mut shard = self.tats.lock(digest);
         let verdict = match shard.get_mut(key) {
@@ -258,7 +291,14 @@ impl LocalStore {
                 verdict
             }
         };
+        let outcome = if verdict.allowed { allowed_as } else { Outcome::Limited };
+        shard.extra[0][outcome as usize] += 1;
         verdicts.push(verdict);
+    }
+
+    /// Decisions of one policy with one outcome made on this store.
+    pub(crate) fn decisions(&self, policy: usize, outcome: Outcome) -> u64 {
+        self.tats.fold_extra(0, |sum, tally| sum + tally[policy][outcome as usize])
     }
 
     /// Entries held.
@@ -307,7 +347,7 @@ mod tests {
     impl LocalStore {
         fn verdicts(&self, digest: u64, gcras: &[Gcra], now: u64) -> Verdicts {
             let mut v = Verdicts::default();
-            self.decide(digest, gcras, now, &mut v);
+            self.decide(digest, gcras, now, Outcome::Allowed, &mut v);
             v
         }
     }

@@ -8,7 +8,7 @@ use std::{
 };
 
 use http::{Request, Response};
-use phalanx_core::{LayerBody, Problem};
+use phalanx_core::{ClientKey, LayerBody, Problem, Tier};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -33,6 +33,34 @@ impl<S> RateLimitService<S> {
     }
 }
 
+impl<S> RateLimitService<S> {
+    /// The decision needs a round trip: the service that was made ready, the request and the
+    /// shared state go along into one boxed future. Kept out of `call` so that the in-process
+    /// path does not carry this future's stack frame.
+    #[inline(never)]
+    fn decide_remotely<ReqBody>(
+        &mut self,
+        req: Request<ReqBody>,
+        key: Option<ClientKey>,
+        digest: u64,
+        tier: Tier,
+    ) -> State<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone + Send + 'static,
+        ReqBody: Send + 'static,
+    {
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        let shared = self.shared.clone();
+        State::Deciding {
+            decision: Box::pin(async move {
+                let answer = shared.decide_remote(key, digest, tier).await;
+                (answer, ready, req)
+            }),
+        }
+    }
+}
+
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
@@ -52,19 +80,7 @@ where
         let state = match self.shared.try_answer(digest, tier) {
             Some(Answer::Pass(fields)) => State::Calling { future: self.inner.call(req), fields },
             Some(Answer::Reject(problem)) => State::Rejected { problem: Some(problem) },
-            None => {
-                // The decision needs a round trip: the service that was made ready, the request
-                // and the shared state go along into one boxed future.
-                let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                let shared = self.shared.clone();
-                State::Deciding {
-                    decision: Box::pin(async move {
-                        let answer = shared.decide_remote(key, digest, tier).await;
-                        (answer, ready, req)
-                    }),
-                }
-            }
+            None => self.decide_remotely(req, key, digest, tier),
         };
         ResponseFuture { state }
     }
@@ -115,26 +131,24 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        loop {
-            match this.state.as_mut().project() {
-                StateProj::Deciding { decision } => {
-                    let (answer, mut service, req) = ready!(decision.as_mut().poll(cx));
-                    let next = State::start(answer, &mut service, req);
-                    this.state.set(next);
+        if let StateProj::Deciding { decision } = this.state.as_mut().project() {
+            let (answer, mut service, req) = ready!(decision.as_mut().poll(cx));
+            this.state.set(State::start(answer, &mut service, req));
+        }
+        match this.state.project() {
+            StateProj::Calling { future, fields } => {
+                let mut res = ready!(future.poll(cx))?.map(LayerBody::inner);
+                if let Some(fields) = fields.take() {
+                    res.headers_mut().insert(RATELIMIT_POLICY.clone(), fields.policy);
+                    res.headers_mut().insert(RATELIMIT.clone(), fields.state);
                 }
-                StateProj::Calling { future, fields } => {
-                    let mut res = ready!(future.poll(cx))?.map(LayerBody::inner);
-                    if let Some(fields) = fields.take() {
-                        res.headers_mut().insert(RATELIMIT_POLICY.clone(), fields.policy);
-                        res.headers_mut().insert(RATELIMIT.clone(), fields.state);
-                    }
-                    return Poll::Ready(Ok(res));
-                }
-                StateProj::Rejected { problem } => {
-                    let problem = problem.take().expect("polled after completion");
-                    return Poll::Ready(Ok((*problem).into_response()));
-                }
+                Poll::Ready(Ok(res))
             }
+            StateProj::Rejected { problem } => {
+                let problem = problem.take().expect("polled after completion");
+                Poll::Ready(Ok((*problem).into_response()))
+            }
+            StateProj::Deciding { .. } => unreachable!("a decided future moves on to calling or rejecting"),
         }
     }
 }
