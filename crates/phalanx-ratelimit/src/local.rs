@@ -159,10 +159,13 @@ impl<V: Expiring, E> Shard<V, E> {
     }
 }
 
+/// One shard with its lock, on cache lines of its own.
+type LockedShard<V, E> = Padded<Mutex<Shard<V, E>>>;
+
 /// A map of digests to small values in independently locked shards, each shard with an `E`
 /// beside its map.
 pub(crate) struct ShardedMap<V, E = ()> {
-    shards: Box<[Padded<Mutex<Shard<V, E>>>]>,
+    shards: Box<[LockedShard<V, E>]>,
     mask: u64,
 }
 
