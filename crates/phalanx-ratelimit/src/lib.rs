@@ -24,7 +24,8 @@
 //!   limits is counted `limited`. The pool reconnects by itself.
 //! - **Shadow mode**: decide and count (with a `shadow=true` attribute), never reject.
 //!
-//! **Time**: the layer's [`Clock`] (the wall clock advanced by `tokio::time`) is passed into the
+//! **Time**: the layer's [`Clock`] (the wall clock advanced by the CPU's time-stamp counter, or
+//! by `tokio::time` when the layer is built where tokio's time is paused) is passed into the
 //! Redis script, so tests with a paused or manual clock are deterministic on Redis too. Nodes
 //! sharing Redis should then keep their clocks in sync (NTP); a skew of `d` moves a key's
 //! allowance by about `d / emission interval` requests. [`RedisStoreBuilder::server_time`]
