@@ -7,7 +7,7 @@ use std::{
     convert::Infallible,
     hint::black_box,
     net::{IpAddr, Ipv4Addr, SocketAddr},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use axum::{body::Body, extract::ConnectInfo};
@@ -121,9 +121,11 @@ fn decision(c: &mut Criterion) {
     group.finish();
 }
 
-/// Interleaved rounds in the same run; the best round of each side counts. Without and with
-/// each side's rate-limit response fields. Besides the whole request, the limiter's own cost is
-/// compared: each side's time less the time of the same request with no limiter at all.
+/// Short rounds of each side in turn, many times over; each turn's three rounds ran within a few
+/// milliseconds of each other, so a turn's ratios are little moved by the machine's noise, and
+/// the median turn is reported. Besides the whole request, the limiter's own cost is compared:
+/// each side's time less the time of the same request with no limiter at all. Without and with
+/// each side's rate-limit response fields.
 fn ratio() {
     let bare = inner();
     let ours = phalanx(false).layer(inner());
@@ -138,40 +140,51 @@ fn ratio() {
 type Side<'a> = &'a dyn Fn(u32) -> u16;
 
 fn compare(what: &str, bare: Side<'_>, ours: Side<'_>, theirs: Side<'_>) {
-    const ROUND: u32 = 100_000;
+    const ROUND: u32 = 10_000;
+    const TURNS: usize = 201;
     let round = |f: Side<'_>| {
         let started = Instant::now();
         for i in 0..ROUND {
             black_box(f(i));
         }
-        started.elapsed()
+        started.elapsed().as_nanos() as f64 / f64::from(ROUND)
     };
-    let mut best = [Duration::MAX; 3];
-    for _ in 0..15 {
-        for (best, side) in best.iter_mut().zip([bare, ours, theirs]) {
-            *best = (*best).min(round(side));
+    let mut turns = Vec::with_capacity(TURNS);
+    for turn in 0..TURNS {
+        // Rotate which side goes first, so none always runs on a warmer or colder machine.
+        let mut times = [0.0; 3];
+        for k in 0..3 {
+            let side = (turn + k) % 3;
+            times[side] = round([bare, ours, theirs][side]);
         }
+        turns.push(times);
     }
-    let [bare, ours, theirs] = best.map(|d| d.as_nanos() as f64 / f64::from(ROUND));
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let per_request = median(turns.iter().map(|[_, o, t]| o / t).collect());
+    let own_cost = median(turns.iter().map(|[b, o, t]| (o - b) / (t - b)).collect());
+    let [bare, ours, theirs] = [0, 1, 2].map(|side| median(turns.iter().map(|t| t[side]).collect()));
     println!(
         "ratelimit_decision{what}: no limiter {bare:.1} ns, phalanx {ours:.1} ns, tower_governor {theirs:.1} ns per \
-         request; phalanx / tower_governor = {:.2} per request, {:.2} of the limiter's own cost",
-        ours / theirs,
-        (ours - bare) / (theirs - bare)
+         request (medians of {TURNS} turns); phalanx / tower_governor = {per_request:.2} per request, \
+         {own_cost:.2} of the limiter's own cost"
     );
 }
 
-/// `DECISION_LOOP=<side> valgrind --tool=callgrind <bench binary>`: 100,000 requests through one
+/// `DECISION_LOOP=<side> valgrind --tool=callgrind <bench binary>`: 100,000 requests (or
+/// `DECISION_REQUESTS`) through one
 /// side only (`no_limiter`, `phalanx`, `phalanx_with_headers`, `tower_governor`,
 /// `tower_governor_with_headers`), for instruction counts that the machine's noise cannot move.
 fn instruction_loop(side: &str) {
-    const REQUESTS: u32 = 100_000;
     fn run<S>(service: S)
     where
         S: Service<Request<Body>, Error = Infallible> + Clone,
         S::Response: Status,
     {
-        (0..REQUESTS).for_each(|i| assert_eq!(one(&service, i), 200));
+        let requests = std::env::var("DECISION_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
+        (0..requests).for_each(|i| assert_eq!(one(&service, i), 200));
     }
     match side {
         "no_limiter" => run(inner()),
