@@ -291,3 +291,36 @@ fn invalid_layers_fail_at_build() {
         .build();
     assert!(twice.unwrap_err().to_string().contains("defined twice"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_decisions_on_one_key_pass_exactly_the_burst_and_are_all_counted() {
+    // Time stands still, so exactly the burst passes however the 8 × 500 requests interleave.
+    let layer = RateLimitLayer::builder()
+        .policy(Policy::new("p", Quota::per_hour(1000)))
+        .key_resolver(by_client_id())
+        .clock(phalanx_ratelimit::Clock::manual(Duration::from_secs(1_000_000)))
+        .build()
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let layer = layer.clone();
+            tokio::spawn(async move {
+                let mut passed = 0;
+                for _ in 0..500 {
+                    if status(&layer, from_client("shared")).await == StatusCode::OK {
+                        passed += 1;
+                    }
+                }
+                passed
+            })
+        })
+        .collect();
+    let mut passed = 0;
+    for task in tasks {
+        passed += task.await.unwrap();
+    }
+    assert_eq!(passed, 1000);
+    let section = layer.status();
+    assert_eq!(section.decisions("p", "allowed"), 1000);
+    assert_eq!(section.decisions("p", "limited"), 3000);
+}
