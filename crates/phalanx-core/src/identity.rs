@@ -185,6 +185,11 @@ impl ClientKeyResolver {
         }
     }
 
+    /// The configuration this resolver was built from.
+    pub fn config(&self) -> &ClientKeyConfig {
+        &self.inner
+    }
+
     /// The key of a request, or [`ClientKey::anonymous`].
     pub fn resolve<B>(&self, req: &http::Request<B>) -> ClientKey {
         self.resolve_parts(req.headers(), req.extensions())

@@ -82,7 +82,6 @@ impl RateLimitLayer {
             headers: true,
             meter: None,
             clock: None,
-            peer_ip_first: true,
             error: None,
         }
     }
@@ -120,7 +119,6 @@ pub struct RateLimitLayerBuilder {
     headers: bool,
     meter: Option<Meter>,
     clock: Option<Clock>,
-    peer_ip_first: bool,
     error: Option<BuildError>,
 }
 
@@ -134,20 +132,14 @@ impl RateLimitLayerBuilder {
     /// How to find the client key when no `ClientKey` is in the request extensions already.
     pub fn key_resolver(mut self, resolver: ClientKeyResolver) -> Self {
         self.resolver = Some(resolver);
-        self.peer_ip_first = false;
         self
     }
 
-    /// Like [`RateLimitLayerBuilder::key_resolver`], from the resolver's configuration. Knowing
-    /// the sources lets the layer digest an IPv4 peer key without allocating when the peer IP
-    /// is the first source. Fails at [`build`](Self::build) if the configuration is invalid.
+    /// Like [`RateLimitLayerBuilder::key_resolver`], from the resolver's configuration. Fails at
+    /// [`build`](Self::build) if the configuration is invalid.
     pub fn key_config(mut self, config: ClientKeyConfig) -> Self {
-        let peer_ip_first = config.sources.first() == Some(&KeySource::PeerIp);
         match config.build() {
-            Ok(resolver) => {
-                self.resolver = Some(resolver);
-                self.peer_ip_first = peer_ip_first;
-            }
+            Ok(resolver) => self.resolver = Some(resolver),
             Err(e) => self.error = self.error.or(Some(BuildError::new(e))),
         }
         self
@@ -227,6 +219,9 @@ impl RateLimitLayerBuilder {
         });
         let meter = self.meter.unwrap_or_else(phalanx_core::default_meter);
         let clock = self.clock.unwrap_or_default();
+        let resolver = self.resolver.unwrap_or_default();
+        // With the peer IP as first source, an IPv4 peer is keyed without spelling its key.
+        let peer_ip_first = resolver.config().sources.first() == Some(&KeySource::PeerIp);
         Ok(RateLimitLayer {
             shared: Arc::new_cyclic(|shared| Shared {
                 metrics: Metrics::new(&meter, &policies, self.shadow, shared.clone()),
@@ -234,9 +229,8 @@ impl RateLimitLayerBuilder {
                 tiered,
                 policies: policies.into_boxed_slice(),
                 gcras,
-                // The default resolver has the peer IP as its only source.
-                peer_ip_first: self.peer_ip_first,
-                resolver: self.resolver.unwrap_or_default(),
+                peer_ip_first,
+                resolver,
                 local: LocalStore::new(),
                 redis: self.redis,
                 failure_mode: self.failure_mode,

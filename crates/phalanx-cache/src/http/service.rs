@@ -321,9 +321,12 @@ where
     ResBody::Error: Send + 'static,
 {
     let counters = state.store.counters();
+    // The rarer awaits below are boxed: this future is itself boxed once per miss, and keeping
+    // the L2 round trip, coalescing and the stores out of its frame keeps that move small.
     let entry = match local {
         Some(entry) => Some(entry),
-        None => state.lookup_remote(&key, request.headers()).await,
+        None if state.store.has_remote() => Box::pin(state.lookup_remote(&key, request.headers())).await,
+        None => None,
     };
     let now = Instant::now();
     if let Some(entry) = &entry {
@@ -353,7 +356,7 @@ where
     if request.method() == Method::HEAD {
         // A HEAD response has no body to store; HEAD is served from stored GET responses only.
         bump(&counters.http.misses);
-        let response = pass(inner, request).await?;
+        let response = Box::pin(pass(inner, request)).await?;
         return Ok(state.marked(response, MISS));
     }
     match state.loads.join(&key) {
@@ -370,7 +373,7 @@ where
             response
         }
         Join::Follower(rx) => {
-            let _ = tokio::time::timeout(state.coalesce_timeout, coalesce::wait(rx)).await;
+            let _ = Box::pin(tokio::time::timeout(state.coalesce_timeout, coalesce::wait(rx))).await;
             let now = Instant::now();
             if let Some(fresh) =
                 state.peek_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
@@ -380,7 +383,7 @@ where
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
             }
             // The leader's response could not be shared (or took too long): ask ourselves.
-            fetch(&state, inner, request, &key, &directives, entry).await
+            Box::pin(fetch(&state, inner, request, &key, &directives, entry)).await
         }
     }
 }
@@ -472,7 +475,7 @@ where
                 // Still valid, but no longer storable as it stands: serve it this once.
                 return Ok(state.respond(old, &method, &client_headers, now, REVALIDATED));
             };
-            state.insert(key, &client_headers, &refreshed).await;
+            Box::pin(state.insert(key, &client_headers, &refreshed)).await;
             return Ok(state.respond(&refreshed, &method, &client_headers, Instant::now(), REVALIDATED));
         }
         if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
@@ -490,7 +493,7 @@ where
     };
     match state.rules.storable(&client_headers, directives, parts.status, &parts.headers, complete.clone()) {
         Some(entry) => {
-            state.insert(key, &client_headers, &entry).await;
+            Box::pin(state.insert(key, &client_headers, &entry)).await;
             Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
         }
         None => Ok(state.marked(Response::from_parts(parts, LayerBody::full(complete)), MISS)),

@@ -862,6 +862,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         shared.l1.get(key).filter(|slot| shared.servable(slot, Instant::now())).map(|slot| slot.value.clone())
     }
 
+    /// Whether there is an L2 to ask.
+    pub(crate) fn has_remote(&self) -> bool {
+        self.shared.l2.is_some()
+    }
+
     /// The value in L2 only (fills L1 on a hit).
     pub(crate) async fn get_remote(&self, key: &K) -> Option<V> {
         self.shared.lookup_l2(key).await
