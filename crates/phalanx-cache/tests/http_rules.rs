@@ -493,6 +493,27 @@ async fn bodies_over_the_size_cap_stream_through_uncached() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn responses_that_may_not_be_stored_stream_through_unbuffered() {
+    // A no-store response whose body sends one frame and then never ends: the client gets the
+    // response and the frame at once, since the cache need not read the body to pass it on.
+    let svc = cache().build().unwrap().layer(tower::service_fn(|_: Request<Body>| async {
+        let first = futures_util::stream::iter([Ok::<_, Infallible>(http_body::Frame::data(Bytes::from("first")))]);
+        let body = StreamBody::new(futures_util::StreamExt::chain(first, futures_util::stream::pending()));
+        let mut r = Response::new(body);
+        r.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().unwrap());
+        Ok::<_, Infallible>(r)
+    }));
+    let r = tokio::time::timeout(Duration::from_secs(5), svc.oneshot(get("/live")))
+        .await
+        .expect("the response is not held back until its body ends")
+        .unwrap();
+    assert_eq!(r.headers()["x-cache"], "MISS");
+    let mut body = r.into_body();
+    let frame = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("first frame").unwrap();
+    assert_eq!(frame.unwrap().into_data().unwrap(), "first");
+}
+
+#[tokio::test(start_paused = true)]
 async fn x_cache_reports_and_purge_by_key_and_by_tag_remove_entries() {
     let origin = Origin::new(|req, n| {
         let tag = if req.uri().path() == "/a" { "item:a items" } else { "item:b, items" };

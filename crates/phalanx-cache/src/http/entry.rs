@@ -250,16 +250,16 @@ impl Rules {
         })
     }
 
-    /// The response as it will be stored, or `None` when a shared cache must not store it
-    /// (RFC 9111 §3), or when it carries no usable freshness.
-    pub(crate) fn storable(
+    /// Whether a response with this status and these headers may be stored (RFC 9111 §3) and
+    /// carries usable freshness, decided before its body is read: a response that may not is
+    /// streamed through untouched.
+    pub(crate) fn admit(
         &self,
         request: &HeaderMap,
         request_directives: &Directives,
         status: StatusCode,
         headers: &HeaderMap,
-        body: Bytes,
-    ) -> Option<CachedResponse> {
+    ) -> Option<Admitted> {
         if request_directives.no_store || status == StatusCode::PARTIAL_CONTENT || status == StatusCode::NOT_MODIFIED {
             return None;
         }
@@ -278,6 +278,20 @@ impl Rules {
         }
         let vary = vary_names(headers)?;
         let lifetime = self.freshness(status, headers, &d)?;
+        Some(Admitted { vary, lifetime })
+    }
+}
+
+/// A response [`Rules::admit`] lets into the cache, waiting for its body.
+pub(crate) struct Admitted {
+    vary: Box<[HeaderName]>,
+    lifetime: Lifetime,
+}
+
+impl Admitted {
+    /// The entry to store once the whole body is at hand.
+    pub(crate) fn store(self, status: StatusCode, headers: &HeaderMap, body: Bytes) -> CachedResponse {
+        let Admitted { vary, lifetime } = self;
         let mut stored_headers = HeaderMap::with_capacity(headers.len());
         for (name, value) in headers {
             if is_hop_by_hop(name) || name == header::AGE {
@@ -286,7 +300,7 @@ impl Rules {
             stored_headers.append(name.clone(), value.clone());
         }
         stored_headers.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-        Some(CachedResponse(Arc::new(Stored {
+        CachedResponse(Arc::new(Stored {
             marker: false,
             vary,
             status,
@@ -299,7 +313,7 @@ impl Rules {
             stale_if_error: lifetime.stale_if_error,
             must_revalidate: lifetime.must_revalidate,
             served: std::sync::OnceLock::new(),
-        })))
+        }))
     }
 }
 

@@ -487,17 +487,18 @@ where
     }
     bump(&counters.http.misses);
     let (parts, body) = response.into_parts();
+    let Some(admitted) = state.rules.admit(&client_headers, directives, parts.status, &parts.headers) else {
+        // Not storable, as its headers already tell: streamed through, never buffered.
+        let body = LayerBody::inner(SplicedBody::new(body));
+        return Ok(state.marked(Response::from_parts(parts, body), MISS));
+    };
     let complete = match buffer(body, state.max_body).await {
         Buffered::Complete(bytes) => bytes,
         Buffered::PassOn(body) => return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(body)), MISS)),
     };
-    match state.rules.storable(&client_headers, directives, parts.status, &parts.headers, complete.clone()) {
-        Some(entry) => {
-            Box::pin(state.insert(key, &client_headers, &entry)).await;
-            Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
-        }
-        None => Ok(state.marked(Response::from_parts(parts, LayerBody::full(complete)), MISS)),
-    }
+    let entry = admitted.store(parts.status, &parts.headers, complete);
+    Box::pin(state.insert(key, &client_headers, &entry)).await;
+    Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
 }
 
 pin_project! {
