@@ -31,7 +31,7 @@ pub struct BreakerRegistry {
 struct RegistryInner {
     default: BreakerConfig,
     overrides: HashMap<String, BreakerConfig>,
-    breakers: RwLock<HashMap<Arc<str>, CircuitBreaker>>,
+    breakers: RwLock<HashMap<Arc<str>, CircuitBreaker, foldhash::quality::RandomState>>,
     listeners: Vec<Listener>,
     /// Keeps the observable instruments registered while the registry lives.
     _instruments: Option<Instruments>,
@@ -159,7 +159,7 @@ impl BreakerRegistryBuilder {
             RegistryInner {
                 default: self.default,
                 overrides: self.overrides,
-                breakers: RwLock::new(HashMap::new()),
+                breakers: RwLock::new(HashMap::default()),
                 listeners: self.listeners,
                 _instruments: Some(instruments),
             }

@@ -17,13 +17,13 @@ type InFlight<T> = (u64, watch::Receiver<Option<T>>);
 
 /// Loads in flight, by key.
 pub(crate) struct Coalescer<K, T> {
-    in_flight: Mutex<HashMap<K, InFlight<T>>>,
+    in_flight: Mutex<HashMap<K, InFlight<T>, foldhash::quality::RandomState>>,
     next_id: AtomicU64,
 }
 
 impl<K, T> Default for Coalescer<K, T> {
     fn default() -> Self {
-        Coalescer { in_flight: Mutex::new(HashMap::new()), next_id: AtomicU64::new(0) }
+        Coalescer { in_flight: Mutex::new(HashMap::default()), next_id: AtomicU64::new(0) }
     }
 }
 

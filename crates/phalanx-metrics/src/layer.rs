@@ -46,7 +46,7 @@ pub(crate) struct Shared {
 /// instrument at collection time, instead of two synchronous instrument updates per request.
 #[derive(Default)]
 struct RouteTable {
-    entries: RwLock<HashMap<Box<str>, MethodSlots>>,
+    entries: RwLock<HashMap<Box<str>, MethodSlots, foldhash::quality::RandomState>>,
 }
 
 type MethodSlots = [Option<Arc<RouteEntry>>; METHOD_LABELS];

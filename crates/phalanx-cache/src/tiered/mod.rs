@@ -196,12 +196,16 @@ enum Admission {
 /// tag → (key → generation of the slot that carried the tag).
 type TagIndex<K> = Mutex<HashMap<Arc<str>, HashMap<K, u64>>>;
 
+/// The tables' hasher: keys come from clients (paths, headers), so it is seeded at random, and
+/// it is much cheaper than SipHash.
+type Hasher = foldhash::quality::RandomState;
+
 struct Shared<K, V> {
-    l1: Cache<K, Arc<Slot<V>>>,
+    l1: Cache<K, Arc<Slot<V>>, Hasher>,
     tags: Arc<TagIndex<K>>,
     counters: Arc<Counters>,
     loads: Arc<Coalescer<K, Option<V>>>,
-    local_counters: Cache<K, Arc<AtomicI64>>,
+    local_counters: Cache<K, Arc<AtomicI64>, Hasher>,
     l2: Option<L2>,
     node_id: Arc<str>,
     default_ttl: Duration,
@@ -385,11 +389,11 @@ impl TieredCacheBuilder {
         };
         let epoch = Instant::now();
         let shared = Arc::new(Shared {
-            l1: l1.build(),
+            l1: l1.build_with_hasher(Hasher::default()),
             tags,
             counters,
             loads: Arc::default(),
-            local_counters: Cache::builder().max_capacity(100_000).build(),
+            local_counters: Cache::builder().max_capacity(100_000).build_with_hasher(Hasher::default()),
             node_id,
             default_ttl: config.default_ttl(),
             outage_l1_ttl: Duration::from_millis(config.outage_l1_ttl_ms),
