@@ -514,6 +514,66 @@ async fn responses_that_may_not_be_stored_stream_through_unbuffered() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_key_whose_response_may_not_be_stored_skips_coalescing_for_a_while() {
+    // Each answer takes 1 s and may not be stored. Once the cache has seen that, ten concurrent
+    // requests for the key all go straight to the origin: 1 s in all, not 1 s of waiting behind
+    // one of them and then 1 s more.
+    let origin =
+        Origin::new(|_, _| reply(200, &[("cache-control", "no-store")], "live")).delayed(Duration::from_secs(1));
+    let svc = cache().build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get("/live")).await.x_cache(), "MISS");
+    let started = tokio::time::Instant::now();
+    let all = futures_util::future::join_all((0..10).map(|_| send(&svc, get("/live")))).await;
+    assert!(all.iter().all(|seen| seen.x_cache() == "MISS" && seen.text() == "live"));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(origin.calls(), 11);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pass_expires_and_is_forgotten_on_purge() {
+    // The first answer may not be stored; later ones may, for a minute.
+    let origin = Origin::new(|_, n| match n {
+        0 => reply(200, &[("cache-control", "no-store")], "v0"),
+        _ => reply(200, &[("cache-control", "max-age=60")], &format!("v{n}")),
+    });
+    let layer = cache().pass_ttl(Duration::from_secs(5)).build().unwrap();
+    let svc = layer.layer(origin.clone());
+    assert_eq!(send(&svc, get("/a")).await.text(), "v0");
+    sleep(1).await;
+    // Within the pass: storable answers are passed on, not stored.
+    assert_eq!(send(&svc, get("/a")).await.text(), "v1");
+    assert_eq!(send(&svc, get("/a")).await.text(), "v2");
+    sleep(5).await;
+    let stored = send(&svc, get("/a")).await;
+    assert_eq!((stored.x_cache(), stored.text()), ("MISS", "v3"));
+    let hit = send(&svc, get("/a")).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "v3"));
+    assert_eq!(origin.calls(), 4);
+
+    // A purge ends a pass at once.
+    let origin = Origin::new(|_, n| match n {
+        0 => reply(200, &[("cache-control", "no-store")], "w0"),
+        _ => reply(200, &[("cache-control", "max-age=60")], &format!("w{n}")),
+    });
+    let svc = layer.layer(origin.clone());
+    assert_eq!(send(&svc, get("/b")).await.text(), "w0");
+    layer.purge("/b").await;
+    assert_eq!(send(&svc, get("/b")).await.text(), "w1");
+    assert_eq!(send(&svc, get("/b")).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refusal_by_the_request_alone_is_not_remembered() {
+    // The client's own no-store keeps this answer out, not the answer itself: the next request
+    // is cached as usual.
+    let svc = cache().build().unwrap().layer(numbered(&[("cache-control", "max-age=60")]));
+    assert_eq!(send(&svc, get_with("/c", &[("cache-control", "no-store")])).await.text(), "v0");
+    assert_eq!(send(&svc, get("/c")).await.text(), "v1");
+    let hit = send(&svc, get("/c")).await;
+    assert_eq!((hit.x_cache(), hit.text()), ("HIT", "v1"));
+}
+
+#[tokio::test(start_paused = true)]
 async fn x_cache_reports_and_purge_by_key_and_by_tag_remove_entries() {
     let origin = Origin::new(|req, n| {
         let tag = if req.uri().path() == "/a" { "item:a items" } else { "item:b, items" };

@@ -2,6 +2,8 @@
 
 use std::{borrow::Cow, sync::Arc, time::Duration};
 
+use tokio::time::Instant;
+
 use http::{HeaderMap, HeaderName, Uri};
 use opentelemetry::metrics::Meter;
 use tower_layer::Layer;
@@ -28,6 +30,7 @@ pub type KeyFn = Arc<dyn Fn(&Uri, &HeaderMap) -> Option<String> + Send + Sync>;
 /// store_set_cookie = false      # store responses carrying Set-Cookie
 /// max_body_bytes = 1048576      # larger bodies stream through, uncached
 /// coalesce_timeout_ms = 5000    # how long a request waits for another's identical miss
+/// pass_ttl_ms = 5000            # a key whose response may not be stored skips the cache this long
 /// stale_retention_ms = 300000   # keep stale responses this long (revalidation, max-stale)
 /// status_header = "x-cache"     # HIT | MISS | STALE | REVALIDATED
 /// ```
@@ -47,6 +50,12 @@ pub struct HttpCacheConfig {
     /// How long a request waits for a concurrent identical miss before calling the inner
     /// service itself, in milliseconds. Default: 5000.
     pub coalesce_timeout_ms: u64,
+    /// After a response its headers forbid storing (regardless of the request: `no-store`,
+    /// `private`, `Set-Cookie`, `Vary: *`, no freshness, or a body over the size cap), requests
+    /// for the same key skip the cache for this long, in milliseconds: no lookup, no waiting
+    /// behind another request's identical miss, no buffering. 0 turns this off. At most
+    /// 100,000 keys are remembered. Default: 5000.
+    pub pass_ttl_ms: u64,
     /// How long a response is kept past its freshness, for revalidation and for clients that
     /// accept stale responses, in milliseconds. Default: 300 000.
     pub stale_retention_ms: u64,
@@ -62,6 +71,7 @@ impl Default for HttpCacheConfig {
             store_set_cookie: false,
             max_body_bytes: 1024 * 1024,
             coalesce_timeout_ms: 5000,
+            pass_ttl_ms: 5000,
             stale_retention_ms: 300_000,
             status_header: "x-cache".into(),
         }
@@ -77,6 +87,44 @@ pub(crate) struct State {
     pub(crate) status_header: HeaderName,
     pub(crate) key_fn: Option<KeyFn>,
     pub(crate) loads: Arc<Coalescer<String, ()>>,
+    /// Keys whose last response may not be stored, with the time until which they skip the
+    /// cache; `None` when `pass_ttl_ms` is 0.
+    pub(crate) passes: Option<Passes>,
+}
+
+/// Keys that skip the cache for a while (the time is checked on `tokio::time`, so paused-time
+/// tests control it; the table's own expiry only bounds its memory).
+pub(crate) struct Passes {
+    until: moka::sync::Cache<String, Instant, foldhash::quality::RandomState>,
+    ttl: Duration,
+}
+
+/// The most keys remembered as passes: a flood of distinct uncacheable paths costs bounded memory.
+const MAX_PASSES: u64 = 100_000;
+
+impl Passes {
+    fn new(ttl: Duration) -> Self {
+        let until = moka::sync::Cache::builder()
+            .max_capacity(MAX_PASSES)
+            .time_to_live(ttl)
+            .build_with_hasher(foldhash::quality::RandomState::default());
+        Passes { until, ttl }
+    }
+
+    /// Whether requests for this key skip the cache now.
+    pub(crate) fn skip(&self, key: &str, now: Instant) -> bool {
+        self.until.get(key).is_some_and(|until| until > now)
+    }
+
+    /// Requests for this key skip the cache for a while.
+    pub(crate) fn remember(&self, key: &str, now: Instant) {
+        self.until.insert(key.to_owned(), now + self.ttl);
+    }
+
+    /// Requests for this key use the cache again.
+    pub(crate) fn forget(&self, key: &str) {
+        self.until.invalidate(key);
+    }
 }
 
 impl State {
@@ -149,6 +197,9 @@ impl CacheLayer {
 
     /// Remove the responses stored under this cache key (all variants), on every node.
     pub async fn purge(&self, key: &str) {
+        if let Some(passes) = &self.state.passes {
+            passes.forget(key);
+        }
         self.state.store.invalidate_tag(&key_tag(key)).await;
     }
 
@@ -224,6 +275,12 @@ impl CacheLayerBuilder {
         self
     }
 
+    /// How long a key whose response may not be stored skips the cache (`Duration::ZERO`: never).
+    pub fn pass_ttl(mut self, ttl: Duration) -> Self {
+        self.config.pass_ttl_ms = ttl.as_millis() as u64;
+        self
+    }
+
     /// How long responses are kept past their freshness.
     pub fn stale_retention(mut self, keep: Duration) -> Self {
         self.config.stale_retention_ms = keep.as_millis() as u64;
@@ -274,6 +331,7 @@ impl CacheLayerBuilder {
                 status_header,
                 key_fn: self.key_fn,
                 loads: Arc::default(),
+                passes: (c.pass_ttl_ms > 0).then(|| Passes::new(Duration::from_millis(c.pass_ttl_ms))),
             }),
         })
     }

@@ -236,6 +236,10 @@ where
             Directives::default()
         };
         let now = Instant::now();
+        if !directives.only_if_cached && state.passes.as_ref().is_some_and(|p| p.skip(&key, now)) {
+            bump(&state.store.counters().http.misses);
+            return ResponseFuture::boxed(Box::pin(pass_marked(state, inner, request)));
+        }
         let local = state.lookup_local(&key, request.headers(), now);
         if let Some(entry) = &local {
             if judge(entry, &directives, now) == Use::Fresh {
@@ -260,6 +264,20 @@ where
 {
     let response = inner.call(request).await?;
     Ok(response.map(|b| LayerBody::inner(SplicedBody::new(b))))
+}
+
+/// A key whose last response could not be stored: straight to the inner service, marked a miss.
+async fn pass_marked<S, ReqBody, ResBody>(
+    state: Arc<State>,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<CacheBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Body,
+{
+    let response = pass(inner, request).await?;
+    Ok(state.marked(response, MISS))
 }
 
 /// POST, PUT, PATCH, DELETE: a non-error response invalidates the target URI and the same-origin
@@ -290,6 +308,9 @@ where
         keys.sort();
         keys.dedup();
         for key in keys {
+            if let Some(passes) = &state.passes {
+                passes.forget(&key);
+            }
             state.store.invalidate_tag(&key_tag(&key)).await;
         }
     }
@@ -487,14 +508,28 @@ where
     }
     bump(&counters.http.misses);
     let (parts, body) = response.into_parts();
+    // Whether this request alone keeps the response out (its own `no-store` or
+    // `Authorization`, a range or conditional answer), rather than the response itself.
+    let request_refuses = directives.no_store
+        || client_headers.contains_key(header::AUTHORIZATION)
+        || matches!(parts.status, StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED);
+    let remember_pass = || {
+        if let (Some(passes), false) = (&state.passes, request_refuses) {
+            passes.remember(key, Instant::now());
+        }
+    };
     let Some(admitted) = state.rules.admit(&client_headers, directives, parts.status, &parts.headers) else {
         // Not storable, as its headers already tell: streamed through, never buffered.
+        remember_pass();
         let body = LayerBody::inner(SplicedBody::new(body));
         return Ok(state.marked(Response::from_parts(parts, body), MISS));
     };
     let complete = match buffer(body, state.max_body).await {
         Buffered::Complete(bytes) => bytes,
-        Buffered::PassOn(body) => return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(body)), MISS)),
+        Buffered::PassOn(body) => {
+            remember_pass();
+            return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(body)), MISS));
+        }
     };
     let entry = admitted.store(parts.status, &parts.headers, complete);
     Box::pin(state.insert(key, &client_headers, &entry)).await;
