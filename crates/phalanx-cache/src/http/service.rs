@@ -236,10 +236,6 @@ where
             Directives::default()
         };
         let now = Instant::now();
-        if !directives.only_if_cached && state.passes.as_ref().is_some_and(|p| p.skip(&key, now)) {
-            bump(&state.store.counters().http.misses);
-            return ResponseFuture::boxed(Box::pin(pass_marked(state, inner, request)));
-        }
         let local = state.lookup_local(&key, request.headers(), now);
         if let Some(entry) = &local {
             if judge(entry, &directives, now) == Use::Fresh {
@@ -247,6 +243,10 @@ where
                 let response = state.respond(entry, request.method(), request.headers(), now, HIT);
                 return ResponseFuture::ready(response);
             }
+        } else if !directives.only_if_cached && state.passes.as_ref().is_some_and(|p| p.skip(&key, now)) {
+            // Nothing stored, and the last answer could not be: straight through.
+            bump(&state.store.counters().http.misses);
+            return ResponseFuture::boxed(Box::pin(pass_marked(state, inner, request)));
         }
         let key = key.into_owned();
         ResponseFuture::boxed(Box::pin(lookup(state, inner, request, key, directives, local)))
