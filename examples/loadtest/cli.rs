@@ -33,15 +33,28 @@ Options:
   --ids N                ids of the default ranges are 1..=N (default 100000; pages 1..=N/20)
   --zipf S               Zipf exponent of the default ranges (default 1.0; 0 = uniform)
   --header 'K: V'        add a header to every request (repeatable)
-  --client-id-per-user   send X-Client-ID: user-<n>, one per user (the default: each simulated
-                         user is a distinct client, as it would be to a per-client rate limit)
-  --shared-client        send no client id: every user is the same client (the peer IP)
-  --client-id-header H   header name of the per-user client id (default X-Client-ID)
+  --source-ips N         users connect from N loopback addresses, 127.1.0.1, 127.1.0.2, ... (user
+                         n from address n mod N), so a server that limits per peer IP sees N
+                         clients it can really tell apart. Default: one address per user when
+                         BASE_URL is an IPv4 loopback address, else 0 (the address the OS picks)
+  --api-key K            users send API key K (repeatable: user n sends key n mod count), in
+                         --api-key-header; the demo's table has demo-premium-key,
+                         demo-basic-key, demo-throttled-key
+  --api-key-header H     header of the API keys (default x-api-key)
+  --write-key K          API key sent on PUT/POST/DELETE/PATCH requests (default
+                         demo-writer-key, the demo's key with write permission)
+  --no-write-key         send no key on writes
+  --shared-client        every user is the same client: --source-ips 1, no keys
+  --client-id-per-user   also send X-Client-ID: user-<n>. A client-chosen id: a server that
+                         limits on it trusts its clients (the demo ignores it). Off by default
+  --client-id-header H   header name of that id (implies --client-id-per-user)
+  --metrics-url URL      where the server's Prometheus counter is read before and after the run
+                         (default: BASE_URL's host, port + 1, /metrics: the demo's admin listener)
   --json FILE            write the report as JSON to FILE
   --seed N               random seed (default 1)
   --threads N            runtime worker threads (default: number of CPUs)
   --progress DUR         print a progress line this often to stderr, 0 = never (default 5s)
-  --no-server-metrics    do not read BASE_URL/metrics before and after the run
+  --no-server-metrics    do not read the server's /metrics before and after the run
   -h, --help             this text
 
 Durations: 1500ms, 1.5s, 2m, 1h, 250us, or a plain number of seconds.";
@@ -72,6 +85,12 @@ pub(crate) struct Options {
     pub(crate) zipf: f64,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     pub(crate) client_id_header: Option<HeaderName>,
+    /// `None`: decided from the base URL (one per user on loopback).
+    pub(crate) source_ips: Option<usize>,
+    pub(crate) api_keys: Vec<HeaderValue>,
+    pub(crate) api_key_header: HeaderName,
+    pub(crate) write_key: Option<HeaderValue>,
+    pub(crate) metrics_url: Option<String>,
     pub(crate) json: Option<PathBuf>,
     pub(crate) seed: u64,
     pub(crate) threads: Option<usize>,
@@ -130,8 +149,16 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, 
     let mut ids = 100_000;
     let mut zipf = 1.0;
     let mut headers = Vec::new();
-    let mut client_id_per_user = true;
+    let mut client_id_per_user = false;
     let mut client_id_header = HeaderName::from_static("x-client-id");
+    let mut source_ips = None;
+    let mut api_keys = Vec::new();
+    let mut api_key_header = HeaderName::from_static("x-api-key");
+    let mut write_key = Some(HeaderValue::from_static("demo-writer-key"));
+    let mut metrics_url = None;
+    let header_value = |flag: &str, text: String| {
+        HeaderValue::from_str(&text).map_err(|_| format!("{flag}: {text:?} is not a valid header value"))
+    };
     let mut json = None;
     let mut seed = 1;
     let mut threads = None;
@@ -172,7 +199,21 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, 
             "--zipf" => zipf = number(&flag, &value()?)?,
             "--header" => headers.push(parse_header(&value()?)?),
             "--client-id-per-user" => client_id_per_user = true,
-            "--shared-client" => client_id_per_user = false,
+            "--shared-client" => {
+                client_id_per_user = false;
+                source_ips = Some(1);
+                api_keys.clear();
+            }
+            "--source-ips" => source_ips = Some(number(&flag, &value()?)?),
+            "--api-key" => api_keys.push(header_value(&flag, value()?)?),
+            "--api-key-header" => {
+                let name = value()?;
+                api_key_header =
+                    HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("bad header name {name:?}"))?;
+            }
+            "--write-key" => write_key = Some(header_value(&flag, value()?)?),
+            "--no-write-key" => write_key = None,
+            "--metrics-url" => metrics_url = Some(value()?),
             "--client-id-header" => {
                 let name = value()?;
                 client_id_header =
@@ -202,6 +243,9 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, 
     if timeout.is_zero() {
         return Err("--timeout must be more than 0".to_owned());
     }
+    if source_ips.is_some_and(|n| n > crate::engine::MAX_SOURCE_IPS) {
+        return Err(format!("--source-ips must be at most {}", crate::engine::MAX_SOURCE_IPS));
+    }
     if threads == Some(0) {
         return Err("--threads must be at least 1".to_owned());
     }
@@ -220,6 +264,11 @@ pub(crate) fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Command, 
         zipf,
         headers,
         client_id_header: client_id_per_user.then_some(client_id_header),
+        source_ips,
+        api_keys,
+        api_key_header,
+        write_key,
+        metrics_url,
         json,
         seed,
         threads,
@@ -266,7 +315,10 @@ mod tests {
             "report.json",
             "--header",
             "Authorization: Bearer x",
-            "--client-id-per-user",
+            "--api-key",
+            "demo-premium-key",
+            "--source-ips",
+            "100",
             "http://127.0.0.1:3000",
         ])
         .unwrap();
@@ -279,12 +331,22 @@ mod tests {
         assert_eq!(options.json, Some(PathBuf::from("report.json")));
         assert_eq!(options.headers[0].0, "authorization");
         assert_eq!(options.headers[0].1, "Bearer x");
-        assert_eq!(options.client_id_header, Some(HeaderName::from_static("x-client-id")));
+        assert_eq!(options.api_keys, [HeaderValue::from_static("demo-premium-key")]);
+        assert_eq!(options.source_ips, Some(100));
         assert_eq!(options.base_url, "http://127.0.0.1:3000");
         assert_eq!(run(&["--stress", "http://h"]).unwrap().think, Duration::ZERO);
-        // Users are distinct clients unless told otherwise.
-        assert_eq!(run(&["http://h"]).unwrap().client_id_header, Some(HeaderName::from_static("x-client-id")));
-        assert_eq!(run(&["--shared-client", "http://h"]).unwrap().client_id_header, None);
+        // No client-chosen id unless asked for; writes carry the demo's write key.
+        let defaults = run(&["http://h"]).unwrap();
+        assert_eq!(defaults.client_id_header, None);
+        assert_eq!(defaults.source_ips, None, "decided from the base URL");
+        assert_eq!(defaults.write_key, Some(HeaderValue::from_static("demo-writer-key")));
+        assert_eq!(
+            run(&["--client-id-per-user", "http://h"]).unwrap().client_id_header,
+            Some(HeaderName::from_static("x-client-id"))
+        );
+        let shared = run(&["--api-key", "k", "--shared-client", "http://h"]).unwrap();
+        assert_eq!((shared.source_ips, shared.api_keys.len()), (Some(1), 0));
+        assert_eq!(run(&["--no-write-key", "http://h"]).unwrap().write_key, None);
     }
 
     #[test]
@@ -296,6 +358,8 @@ mod tests {
         assert!(run(&["--header", "novalue", "http://h"]).is_err());
         assert!(run(&["--pacing", "sometimes", "http://h"]).is_err());
         assert!(run(&["http://a", "http://b"]).is_err());
+        assert!(run(&["--source-ips", "99999999", "http://h"]).is_err());
+        assert!(run(&["--api-key", "bad\nkey", "http://h"]).is_err());
         assert_eq!(run(&["--help"]).unwrap_err(), "help");
     }
 }

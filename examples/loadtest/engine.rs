@@ -15,7 +15,7 @@
 //! wrk2, rather than HdrHistogram's `record_correct` back-filling). Closed-loop stress (think 0)
 //! and `--pacing response` count from the send, having no schedule to be late against.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -29,7 +29,7 @@ use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 
@@ -92,8 +92,17 @@ pub(crate) struct Config {
     pub(crate) grace: Duration,
     pub(crate) mix: Mix,
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
-    /// When set, each user sends this header with `user-<n>`.
+    /// When set, each user sends this header with `user-<n>` (a client-chosen id: a server
+    /// that keys limits on it trusts the client; the demo does not read it).
     pub(crate) client_id_header: Option<HeaderName>,
+    /// Users connect from this many loopback addresses (127.1.0.1, 127.1.0.2, …), user `n`
+    /// from address `n % source_ips`; 0: the address the OS picks.
+    pub(crate) source_ips: usize,
+    /// API keys the users send, user `n` key `n % len`, in `api_key_header`.
+    pub(crate) api_keys: Vec<HeaderValue>,
+    pub(crate) api_key_header: HeaderName,
+    /// Sent in `api_key_header` on requests with an unsafe method (PUT, POST, …).
+    pub(crate) write_key: Option<HeaderValue>,
     pub(crate) seed: u64,
     /// Progress line interval on stderr; zero for none.
     pub(crate) progress: Duration,
@@ -352,8 +361,50 @@ enum Exchange {
     DeadlinePassed,
 }
 
-async fn connect(target: &Target) -> Result<Conn, Box<dyn std::error::Error + Send + Sync>> {
-    let stream = TcpStream::connect(target.addr).await?;
+/// The most loopback source addresses a run may use (127.1.0.1 up to 127.255.255.254).
+pub(crate) const MAX_SOURCE_IPS: usize = (255 << 16) - 2;
+
+/// The `k`-th loopback source address: 127.1.0.1, 127.1.0.2, …
+pub(crate) fn source_ip(k: usize) -> IpAddr {
+    let k = u32::try_from(k % MAX_SOURCE_IPS).expect("bounded above");
+    IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 1, 0, 1)) + k))
+}
+
+/// Who one user is to the server: its source address and the headers that identify it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct UserIdentity {
+    pub(crate) source: Option<IpAddr>,
+    pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
+    pub(crate) write: Option<(HeaderName, HeaderValue)>,
+}
+
+impl UserIdentity {
+    pub(crate) fn of(config: &Config, index: usize) -> Self {
+        let mut headers = Vec::new();
+        if let Some(name) = &config.client_id_header {
+            let id = HeaderValue::from_str(&format!("user-{index}")).expect("digits make a valid header value");
+            headers.push((name.clone(), id));
+        }
+        if !config.api_keys.is_empty() {
+            headers.push((config.api_key_header.clone(), config.api_keys[index % config.api_keys.len()].clone()));
+        }
+        UserIdentity {
+            source: (config.source_ips > 0).then(|| source_ip(index % config.source_ips)),
+            headers,
+            write: config.write_key.clone().map(|key| (config.api_key_header.clone(), key)),
+        }
+    }
+}
+
+async fn connect(target: &Target, source: Option<IpAddr>) -> Result<Conn, Box<dyn std::error::Error + Send + Sync>> {
+    let stream = match source {
+        Some(ip) => {
+            let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+            socket.bind(SocketAddr::new(ip, 0))?;
+            socket.connect(target.addr).await?
+        }
+        None => TcpStream::connect(target.addr).await?,
+    };
     stream.set_nodelay(true)?;
     let (sender, driver) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     Ok(Conn { sender, driver, closed: false })
@@ -436,7 +487,7 @@ fn next_request(
     target: &Target,
     rng: &mut SmallRng,
     index: usize,
-    client_id: Option<&(HeaderName, HeaderValue)>,
+    identity: &UserIdentity,
 ) -> Request<Full<Bytes>> {
     let drawn = config.mix.draw(rng, index);
     let mut request = Request::new(Full::new(drawn.body));
@@ -445,8 +496,13 @@ fn next_request(
     *request.uri_mut() = path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/"));
     let headers = request.headers_mut();
     headers.insert(HOST, target.host.clone());
-    for (name, value) in drawn.headers.iter().chain(&config.headers).chain(client_id) {
+    for (name, value) in drawn.headers.iter().chain(&config.headers).chain(&identity.headers) {
         headers.insert(name.clone(), value.clone());
+    }
+    if !request.method().is_safe() {
+        if let Some((name, key)) = &identity.write {
+            request.headers_mut().insert(name.clone(), key.clone());
+        }
     }
     request
 }
@@ -455,9 +511,7 @@ fn next_request(
 async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Arc<Shared>, clock: Clock) {
     let mut rng = SmallRng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64);
     let histogram = &shared.histograms[index % HISTOGRAM_SHARDS];
-    let client_id = config.client_id_header.as_ref().map(|name| {
-        (name.clone(), HeaderValue::from_str(&format!("user-{index}")).expect("digits make a valid header value"))
-    });
+    let identity = UserIdentity::of(&config, index);
     let closed_loop = config.think.is_zero();
     let start = clock.start + config.ramp.mul_f64(index as f64 / config.users as f64);
     let mut due = start;
@@ -491,7 +545,7 @@ async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Ar
         }
         if conn.is_none() {
             let attempt = Instant::now();
-            match timeout(config.timeout, connect(&target)).await {
+            match timeout(config.timeout, connect(&target, identity.source)).await {
                 Ok(Ok(opened)) => {
                     shared.connection_opened();
                     conn = Some(opened);
@@ -510,7 +564,7 @@ async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Ar
             }
         }
         let open = conn.as_mut().expect("connected above");
-        let request = next_request(&config, &target, &mut rng, index, client_id.as_ref());
+        let request = next_request(&config, &target, &mut rng, index, &identity);
         let sent_at = Instant::now();
         if sent_at >= clock.end {
             break;
@@ -585,12 +639,13 @@ async fn user(index: usize, config: Arc<Config>, target: Arc<Target>, shared: Ar
     drop_conn(&mut conn);
 }
 
-/// Reads the server's `/metrics` and adds up its request counter, leaving out the series of the
-/// `/metrics` route itself (so that reading it does not change the count being compared).
+/// Reads the server's Prometheus text at `target` (its path is the metrics URL's, e.g. the
+/// demo admin listener's `/metrics`) and adds up its request counter, leaving out the series of
+/// the `/metrics` route itself (so that reading it does not change the count being compared).
 pub(crate) async fn server_request_count(target: &Target, metric: &str, limit: Duration) -> Result<u64, String> {
     let fetch = async {
-        let mut conn = connect(target).await.map_err(|e| format!("cannot connect: {e}"))?;
-        let request = Request::get(format!("{}/metrics", target.prefix))
+        let mut conn = connect(target, None).await.map_err(|e| format!("cannot connect: {e}"))?;
+        let request = Request::get(if target.prefix.is_empty() { "/".to_owned() } else { target.prefix.clone() })
             .header(HOST, target.host.clone())
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
@@ -604,7 +659,7 @@ pub(crate) async fn server_request_count(target: &Target, metric: &str, limit: D
             response = async {
                 let response = response.await.map_err(|e| e.to_string())?;
                 if !response.status().is_success() {
-                    return Err(format!("GET /metrics answered {}", response.status()));
+                    return Err(format!("GET {} answered {}", target.prefix, response.status()));
                 }
                 response.into_body().collect().await.map(|body| body.to_bytes()).map_err(|e| e.to_string())
             } => response?,
@@ -612,7 +667,7 @@ pub(crate) async fn server_request_count(target: &Target, metric: &str, limit: D
         };
         Ok::<_, String>(body)
     };
-    let body = timeout(limit, fetch).await.map_err(|_| "GET /metrics timed out".to_owned())??;
+    let body = timeout(limit, fetch).await.map_err(|_| format!("GET {} timed out", target.prefix))??;
     let text = String::from_utf8_lossy(&body);
     match sum_counter(&text, metric) {
         Some(count) => Ok(count),
@@ -706,6 +761,10 @@ mod tests {
             mix: Mix::parse(mix, false, Defaults { ids: 100, zipf: 1.0 }).unwrap(),
             headers: Vec::new(),
             client_id_header: None,
+            source_ips: 0,
+            api_keys: Vec::new(),
+            api_key_header: HeaderName::from_static("x-api-key"),
+            write_key: None,
             seed: 5,
             progress: Duration::ZERO,
         }
@@ -887,16 +946,59 @@ http_server_request_duration_seconds_count_other 99
             host: HeaderValue::from_static("shop.test:8080"),
             prefix: "/api".to_owned(),
         };
-        let client_id = (HeaderName::from_static("x-client-id"), HeaderValue::from_static("user-7"));
+        config.client_id_header = Some(HeaderName::from_static("x-client-id"));
+        config.api_keys = vec![HeaderValue::from_static("k-a"), HeaderValue::from_static("k-b")];
+        config.write_key = Some(HeaderValue::from_static("k-write"));
+        let identity = UserIdentity::of(&config, 7);
         let mut rng = SmallRng::seed_from_u64(1);
-        let requests: Vec<_> = (0..50).map(|_| next_request(&config, &target, &mut rng, 7, Some(&client_id))).collect();
+        let requests: Vec<_> = (0..50).map(|_| next_request(&config, &target, &mut rng, 7, &identity)).collect();
         for request in &requests {
             assert!(request.uri().path().starts_with("/api/items/"), "{}", request.uri());
             assert_eq!(request.headers()[HOST], "shop.test:8080");
             assert_eq!(request.headers()["authorization"], "Bearer t");
             assert_eq!(request.headers()["x-client-id"], "user-7");
+            let key = if request.method() == http::Method::PUT { "k-write" } else { "k-b" };
+            assert_eq!(request.headers()["x-api-key"], key);
         }
         assert!(requests.iter().any(|request| request.method() == http::Method::PUT));
+    }
+
+    #[test]
+    fn users_are_spread_over_loopback_sources_and_keys() {
+        let mut config = config(10, Duration::ZERO, ITEMS_AND_PUTS);
+        assert_eq!(UserIdentity::of(&config, 3).source, None, "0 source addresses: the OS picks");
+        assert!(UserIdentity::of(&config, 3).headers.is_empty(), "no client-chosen id by default");
+        config.source_ips = 4;
+        let sources: Vec<_> = (0..8).map(|n| UserIdentity::of(&config, n).source.unwrap().to_string()).collect();
+        assert_eq!(sources[..4], ["127.1.0.1", "127.1.0.2", "127.1.0.3", "127.1.0.4"]);
+        assert_eq!(sources[4], "127.1.0.1");
+        assert!(source_ip(MAX_SOURCE_IPS - 1).is_loopback());
+        assert_eq!(source_ip(MAX_SOURCE_IPS - 1).to_string(), "127.255.255.254");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_user_connects_from_its_own_source_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = axum::Router::new().route(
+            "/items/{id}",
+            axum::routing::get(|axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>| async move {
+                peer.ip().to_string()
+            }),
+        );
+        tokio::spawn(async move {
+            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await.unwrap()
+        });
+        for k in [0, 41] {
+            let mut conn = connect(&target(addr), Some(source_ip(k))).await.unwrap();
+            let request = Request::get("/items/1").header(HOST, "t").body(Full::new(Bytes::new())).unwrap();
+            let response = conn.sender.send_request(request);
+            let body = tokio::select! {
+                response = response => response.unwrap().into_body().collect().await.unwrap().to_bytes(),
+                _ = &mut conn.driver => panic!("the connection closed"),
+            };
+            assert_eq!(std::str::from_utf8(&body).unwrap(), source_ip(k).to_string());
+        }
     }
 
     #[test]

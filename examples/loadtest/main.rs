@@ -63,6 +63,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The demo serves `/metrics` on its admin listener, the public port + 1 by default.
+fn default_metrics_url(base_url: &str) -> Result<String, String> {
+    let uri: http::Uri = base_url.parse().map_err(|e| format!("bad base URL {base_url:?}: {e}"))?;
+    let authority = uri.authority().ok_or_else(|| format!("base URL {base_url:?} has no host"))?;
+    let port = authority.port_u16().unwrap_or(80);
+    let port = port.checked_add(1).ok_or("the base URL's port has no port + 1: give --metrics-url")?;
+    Ok(format!("http://{}:{port}/metrics", authority.host()))
+}
+
 /// Every user holds a socket: lift the soft open-file limit to the hard one.
 fn raise_open_file_limit(users: usize) {
     match rlimit::increase_nofile_limit(u64::MAX) {
@@ -93,13 +102,27 @@ async fn run(options: Options) -> Result<(), String> {
         mix,
         headers: options.headers.clone(),
         client_id_header: options.client_id_header.clone(),
+        // One loopback address per user against a loopback server: as many clients as users,
+        // each told apart by its peer address, which no request header can change.
+        source_ips: options.source_ips.unwrap_or(match target.addr {
+            std::net::SocketAddr::V4(v4) if v4.ip().is_loopback() => options.users.min(engine::MAX_SOURCE_IPS),
+            _ => 0,
+        }),
+        api_keys: options.api_keys.clone(),
+        api_key_header: options.api_key_header.clone(),
+        write_key: options.write_key.clone(),
         seed: options.seed,
         progress: options.progress,
     });
 
+    let metrics_url = match &options.metrics_url {
+        Some(url) => url.clone(),
+        None => default_metrics_url(&options.base_url)?,
+    };
+    let metrics_target = if options.server_metrics { Some(Target::resolve(&metrics_url).await?) } else { None };
     let scrape_limit = Duration::from_secs(10);
-    let server_before = if options.server_metrics {
-        match engine::server_request_count(&target, SERVER_COUNTER, scrape_limit).await {
+    let server_before = if let Some(metrics) = &metrics_target {
+        match engine::server_request_count(metrics, SERVER_COUNTER, scrape_limit).await {
             Ok(count) => Some(count),
             Err(error) => {
                 eprintln!("loadtest: no server count to compare with: {error}");
@@ -119,20 +142,22 @@ async fn run(options: Options) -> Result<(), String> {
     );
     let outcome = engine::run(config.clone(), target.clone()).await;
 
-    let server_metrics = match server_before {
-        Some(before) => match engine::server_request_count(&target, SERVER_COUNTER, scrape_limit).await {
-            Ok(after) => {
-                let delta = after.saturating_sub(before);
-                let difference_percent =
-                    (delta > 0).then(|| (outcome.requests_total() as f64 - delta as f64) * 100.0 / delta as f64);
-                Some(ServerMetrics { metric: SERVER_COUNTER.to_owned(), before, after, delta, difference_percent })
+    let server_metrics = match (server_before, &metrics_target) {
+        (Some(before), Some(metrics)) => {
+            match engine::server_request_count(metrics, SERVER_COUNTER, scrape_limit).await {
+                Ok(after) => {
+                    let delta = after.saturating_sub(before);
+                    let difference_percent =
+                        (delta > 0).then(|| (outcome.requests_total() as f64 - delta as f64) * 100.0 / delta as f64);
+                    Some(ServerMetrics { metric: SERVER_COUNTER.to_owned(), before, after, delta, difference_percent })
+                }
+                Err(error) => {
+                    eprintln!("loadtest: cannot read the server count after the run: {error}");
+                    None
+                }
             }
-            Err(error) => {
-                eprintln!("loadtest: cannot read the server count after the run: {error}");
-                None
-            }
-        },
-        None => None,
+        }
+        _ => None,
     };
     let generator = Generator::measure(outcome.elapsed.as_secs_f64());
     let report = Report::new(options.base_url.clone(), &config, &outcome, server_metrics, generator);
