@@ -225,6 +225,29 @@ mod tests {
     }
 
     #[test]
+    fn redis_urls_of_every_scheme_pass_through_unchanged() {
+        for url in [
+            "redis://127.0.0.1:6379",
+            "rediss://user:secret@redis.example:6380/0",
+            "redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001&node=127.0.0.1:7002",
+        ] {
+            let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
+            config.apply_env(|k| (k == "REDIS_URL").then(|| url.to_owned())).unwrap();
+            assert_eq!(config.redis_url.as_deref(), Some(url));
+        }
+        let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
+        config.apply_env(|k| (k == "REDIS_URL").then(String::new)).unwrap();
+        assert_eq!(config.redis_url, None, "an empty REDIS_URL means none");
+    }
+
+    #[test]
+    fn the_admin_listener_must_be_its_own() {
+        let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
+        config.admin_bind = config.bind;
+        assert!(config.validate().unwrap_err().contains("admin"));
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let text = format!("{EMBEDDED}\nno_such_setting = 1\n");
         assert!(DemoConfig::from_toml(&text).unwrap_err().contains("no_such_setting"));
