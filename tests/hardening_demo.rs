@@ -267,6 +267,12 @@ fn the_demo_binary_migrates_from_an_empty_directory_and_serves_safely() {
     let started = Instant::now();
     assert!(closed_within(&mut slow, Duration::from_secs(5)), "half a request head kept the connection open");
     assert!(started.elapsed() >= Duration::from_millis(400), "closed before the timeout: {:?}", started.elapsed());
+    // A client that sends nothing, or a part of the HTTP/2 preface, is closed as well.
+    let mut silent = TcpStream::connect(public).unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(5)), "a silent connection stayed open");
+    let mut half_preface = TcpStream::connect(public).unwrap();
+    half_preface.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    assert!(closed_within(&mut half_preface, Duration::from_secs(5)), "half an HTTP/2 preface stayed open");
     // An idle keep-alive connection is closed by the same timer.
     let mut idle = TcpStream::connect(public).unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();

@@ -111,8 +111,14 @@ pub(crate) async fn serve(
         let builder = builder.clone();
         let app = app.clone();
         let mut shutdown = shutdown.clone();
+        let first_bytes_by = tokio::time::Instant::now() + Duration::from_millis(config.header_read_timeout_ms);
         tokio::spawn(async move {
             let _slot = slot;
+            // hyper's timer starts only once the protocol is known: a client that sends nothing,
+            // or a part of the HTTP/2 preface, would otherwise hold the connection for ever.
+            if !protocol_known_by(&tcp, first_bytes_by).await {
+                return;
+            }
             let service = hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 app.clone().oneshot(req)
@@ -132,6 +138,33 @@ pub(crate) async fn serve(
     // Every connection holds a slot: all slots back means all connections closed.
     let _all = slots.acquire_many(u32::try_from(config.max_connections).unwrap_or(u32::MAX)).await;
     Ok(())
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether enough bytes arrive by `deadline` to tell HTTP/1 from HTTP/2 (what hyper's
+/// auto builder waits for): the whole HTTP/2 preface, or a first byte that departs from it.
+async fn protocol_known_by(tcp: &TcpStream, deadline: tokio::time::Instant) -> bool {
+    let mut buf = [0u8; 24];
+    let mut seen = 0;
+    loop {
+        let peeked = tokio::time::timeout_at(deadline, tcp.peek(&mut buf)).await;
+        let n = match peeked {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return false,
+            Ok(Ok(n)) => n,
+        };
+        if n >= H2_PREFACE.len() || buf[..n] != H2_PREFACE[..n] {
+            return true;
+        }
+        if n == seen {
+            // A part of the preface and no more yet: `peek` answers at once while bytes wait
+            // unread, so pause instead of spinning (this path is only for such clients).
+            if tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(20))).await.is_err() {
+                return false;
+            }
+        }
+        seen = n;
+    }
 }
 
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
