@@ -12,22 +12,29 @@ use std::process::ExitCode;
 
 struct Args {
     hpa: String,
+    adapter: String,
     pod: String,
     out: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut a = Args { hpa: "deploy/k8s/hpa.yaml".into(), pod: "deploy/hpa/pod.csv".into(), out: None };
+    let mut a = Args {
+        hpa: "deploy/k8s/hpa.yaml".into(),
+        adapter: "deploy/k8s/prometheus-adapter-rules.yaml".into(),
+        pod: "deploy/hpa/pod.csv".into(),
+        out: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--hpa" => a.hpa = val()?,
             "--pod" => a.pod = val()?,
+            "--adapter" => a.adapter = val()?,
             "--out" => a.out = Some(val()?),
             "-h" | "--help" => {
                 return Err(
-                    "usage: phalanx-hpa [--hpa deploy/k8s/hpa.yaml] [--pod deploy/hpa/pod.csv] [--out DIR]".into()
+                    "usage: phalanx-hpa [--hpa deploy/k8s/hpa.yaml] [--adapter deploy/k8s/prometheus-adapter-rules.yaml] [--pod deploy/hpa/pod.csv] [--out DIR]".into()
                 )
             }
             other => return Err(format!("unknown argument {other}")),
@@ -143,7 +150,17 @@ fn run() -> Result<(), String> {
     let hpa_text = std::fs::read_to_string(&args.hpa).map_err(|e| format!("{}: {e}", args.hpa))?;
     let hpa = Hpa::from_yaml(&hpa_text).map_err(|e| format!("{}: {e}", args.hpa))?;
     let pod_text = std::fs::read_to_string(&args.pod).map_err(|e| format!("{}: {e}", args.pod))?;
-    let (pod, pipe, base, p99_target) = read_pod(&pod_text).map_err(|e| format!("{}: {e}", args.pod))?;
+    let (pod, mut pipe, base, p99_target) = read_pod(&pod_text).map_err(|e| format!("{}: {e}", args.pod))?;
+    let adapter_text = std::fs::read_to_string(&args.adapter).map_err(|e| format!("{}: {e}", args.adapter))?;
+    for m in &hpa.metrics {
+        if let phalanx_hpa::spec::Metric::Pods { name, .. } = m {
+            if let Some(w) = phalanx_hpa::spec::adapter_rate_window(&adapter_text, name)
+                .map_err(|e| format!("{}: {e}", args.adapter))?
+            {
+                pipe.rate_window_s = w;
+            }
+        }
+    }
     let mut md = String::new();
     let _ = writeln!(
         md,

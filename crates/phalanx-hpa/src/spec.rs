@@ -348,3 +348,29 @@ impl Hpa {
         Ok(Hpa { min_replicas, max_replicas: spec.max_replicas, metrics, behavior })
     }
 }
+
+/// The `rate(...[w])` window, in seconds, of the prometheus-adapter rule that serves `metric`
+/// (the ConfigMap of `deploy/k8s/prometheus-adapter-rules.yaml`); `None` when its query has no
+/// range (a gauge).
+pub fn adapter_rate_window(configmap: &str, metric: &str) -> Result<Option<f64>, String> {
+    let cm: serde_yaml::Value = serde_yaml::from_str(configmap).map_err(|e| e.to_string())?;
+    let config = cm["data"]["config.yaml"].as_str().ok_or("no data.config.yaml")?;
+    let config: serde_yaml::Value = serde_yaml::from_str(config).map_err(|e| e.to_string())?;
+    let rules = config["rules"].as_sequence().ok_or("no rules")?;
+    let rule = rules
+        .iter()
+        .find(|r| r["name"]["as"].as_str() == Some(metric))
+        .ok_or(format!("no adapter rule serves {metric}"))?;
+    let query = rule["metricsQuery"].as_str().ok_or("rule without metricsQuery")?;
+    let Some(open) = query.find("}[") else { return Ok(None) };
+    let rest = &query[open + 2..];
+    let close = rest.find(']').ok_or("unclosed range")?;
+    let range = &rest[..close];
+    let (n, unit) = range.split_at(range.len() - 1);
+    let n: f64 = n.parse().map_err(|_| format!("bad range [{range}]"))?;
+    match unit {
+        "s" => Ok(Some(n)),
+        "m" => Ok(Some(n * 60.0)),
+        _ => Err(format!("range [{range}] not in s or m")),
+    }
+}
