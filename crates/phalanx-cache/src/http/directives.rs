@@ -217,4 +217,27 @@ mod tests {
         h.insert("cdn-cache-control", "max-age=60, =x".parse().unwrap());
         assert!(Directives::for_response(&h, &targets).no_store, "not a dictionary: Cache-Control rules");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_without_panic_and_within_bounds(text in "\\PC{0,80}", digits in "[0-9]{1,40}") {
+            let d = parse(&[]);
+            assert_eq!(d, Directives::default());
+            if let Some(n) = parse_delta(&text) {
+                proptest::prop_assert!(n <= MAX_DELTA_SECONDS);
+            }
+            let significant = digits.trim_start_matches('0');
+            let expected = if significant.len() > 10 { MAX_DELTA_SECONDS } else { significant.parse::<u64>().unwrap_or(0).min(MAX_DELTA_SECONDS) };
+            proptest::prop_assert_eq!(parse_delta(&digits), Some(expected));
+            let mut h = HeaderMap::new();
+            if let Ok(value) = http::HeaderValue::try_from(text.as_str()) {
+                h.insert(header::CACHE_CONTROL, value.clone());
+                h.insert("cdn-cache-control", value);
+            }
+            let d = Directives::for_response(&h, &[HeaderName::from_static("cdn-cache-control")]);
+            for n in [d.max_age, d.s_maxage, d.max_stale, d.min_fresh, d.stale_while_revalidate, d.stale_if_error].into_iter().flatten() {
+                proptest::prop_assert!(n <= MAX_DELTA_SECONDS);
+            }
+        }
+    }
 }

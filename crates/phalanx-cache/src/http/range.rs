@@ -111,4 +111,15 @@ mod tests {
             assert_eq!(parse_single(ignored, 10), Ranged::Full, "{ignored}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_range_selects_a_part_inside_the_body(range in "\\PC{0,40}", spec in "bytes=[0-9]{0,22}-[0-9]{0,22}", len in 0usize..64) {
+            for r in [&range, &spec] {
+                if let Ranged::Part { start, end } = parse_single(r, len) {
+                    proptest::prop_assert!(start < end && end <= len, "{r} over {len}: {start}..{end}");
+                }
+            }
+        }
+    }
 }
