@@ -40,6 +40,10 @@ pub(crate) struct DemoConfig {
     /// Redis for L2, distributed limits and cross-node invalidation; env `REDIS_URL`.
     #[serde(default)]
     pub(crate) redis_url: Option<String>,
+    /// PEM file of the certificate authorities a `rediss://` URL trusts (default: the system's);
+    /// env `REDIS_TLS_CA_FILE`.
+    #[serde(default)]
+    pub(crate) redis_tls_ca_file: Option<std::path::PathBuf>,
     /// Items seeded into an empty catalog.
     pub(crate) seed_items: i64,
     /// Listen backlog.
@@ -165,6 +169,9 @@ impl DemoConfig {
         if let Some(url) = get("REDIS_URL") {
             self.redis_url = (!url.is_empty()).then_some(url);
         }
+        if let Some(path) = get("REDIS_TLS_CA_FILE") {
+            self.redis_tls_ca_file = (!path.is_empty()).then(|| path.into());
+        }
         Ok(())
     }
 
@@ -238,6 +245,8 @@ mod tests {
         let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
         config.apply_env(|k| (k == "REDIS_URL").then(String::new)).unwrap();
         assert_eq!(config.redis_url, None, "an empty REDIS_URL means none");
+        config.apply_env(|k| (k == "REDIS_TLS_CA_FILE").then(|| "/etc/redis/ca.pem".to_owned())).unwrap();
+        assert_eq!(config.redis_tls_ca_file.as_deref(), Some(std::path::Path::new("/etc/redis/ca.pem")));
     }
 
     #[test]

@@ -126,7 +126,7 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let key_resolver = key_config(config).build()?;
     let writers = Writers::from_config(config)?;
     let classifier = classifier(config, key_resolver.clone());
-    let redis_settings = config.redis_url.as_ref().map(|url| RedisSettings::from_url(url.clone()));
+    let redis_settings = redis_settings(config);
 
     let ratelimit_redis = match &redis_settings {
         Some(settings) => {
@@ -175,9 +175,11 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
         tracing::info!(seeded, "catalog seeded");
     }
     let redis = match &config.redis_url {
-        Some(url) => {
-            Some(RedisPool::new(phalanx::pools::RedisPoolConfig { url: url.clone(), ..config.pools.redis.clone() })?)
-        }
+        Some(url) => Some(RedisPool::new(phalanx::pools::RedisPoolConfig {
+            url: url.clone(),
+            tls_ca_file: config.redis_tls_ca_file.clone().or_else(|| config.pools.redis.tls_ca_file.clone()),
+            ..config.pools.redis.clone()
+        })?),
         None => None,
     };
     let http = HttpClient::builder(config.pools.http.clone()).breaker(breakers.clone()).build()?;
@@ -213,6 +215,15 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     };
     let layers = Layers { exporter, metrics, classifier, ratelimit, admission, breakers, status };
     Ok((state, layers))
+}
+
+/// The one Redis deployment every layer uses: `REDIS_URL` as given (`redis://`, `rediss://`,
+/// `redis-cluster://`, `rediss-cluster://`), with `REDIS_TLS_CA_FILE` for a private CA.
+pub(crate) fn redis_settings(config: &DemoConfig) -> Option<RedisSettings> {
+    config.redis_url.as_ref().map(|url| RedisSettings {
+        tls_ca_file: config.redis_tls_ca_file.clone(),
+        ..RedisSettings::from_url(url.clone())
+    })
 }
 
 /// The rate limiter's identity rules, with the known keys taken from the one key table.

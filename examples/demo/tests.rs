@@ -76,3 +76,33 @@ fn the_demo_identity_trusts_no_client_header() {
     );
     assert!(key.api_keys.iter().any(|k| k == "demo-premium-key"), "known keys come from the key table");
 }
+
+#[tokio::test]
+async fn every_redis_url_scheme_reaches_the_shared_settings_and_builds() {
+    for url in [
+        "redis://127.0.0.1:17499",
+        "rediss://127.0.0.1:17499",
+        "redis-cluster://127.0.0.1:17497?node=127.0.0.1:17498",
+        "rediss-cluster://127.0.0.1:17497?node=127.0.0.1:17498",
+    ] {
+        let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
+        config.apply_env(|k| (k == "REDIS_URL").then(|| url.to_owned())).unwrap();
+        let settings = state::redis_settings(&config).unwrap();
+        assert_eq!(settings.url, url);
+        assert_eq!(settings.is_cluster(), url.contains("-cluster"), "{url}");
+        assert_eq!(settings.uses_tls(), url.starts_with("rediss"), "{url}");
+        // Built, not connected: the URL is understood.
+        settings.build_pool().unwrap_or_else(|e| panic!("{url}: {e}"));
+        // The Redis pool of the handlers takes the same URL.
+        phalanx::pools::RedisPool::new(phalanx::pools::RedisPoolConfig {
+            url: url.to_owned(),
+            ..config.pools.redis.clone()
+        })
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
+    }
+    // A CA file for a plain URL is a configuration mistake, refused at start-up.
+    let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
+    config.redis_url = Some("redis://127.0.0.1:17499".into());
+    config.redis_tls_ca_file = Some("/nonexistent/ca.pem".into());
+    assert!(state::redis_settings(&config).unwrap().build_pool().is_err());
+}
