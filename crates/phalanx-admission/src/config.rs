@@ -35,6 +35,8 @@ pub enum Algorithm {
 /// max = 1000
 /// window_ms = 200
 /// min_window_samples = 20
+/// floor_ratio = 0.8         # never below 0.8 × recent peak throughput × lowest latency
+/// floor_windows = 50
 /// [gradient2]
 /// tolerance = 1.5
 /// ```
@@ -57,6 +59,12 @@ pub struct LimitConfig {
     pub aimd: AimdConfig,
     /// Gradient2 parameters.
     pub gradient2: Gradient2Config,
+    /// The adaptive limit never falls below this share of the concurrency the service has
+    /// shown it sustains (highest throughput × lowest latency over the last `floor_windows`
+    /// windows). 0 turns the floor off. Default 0.8.
+    pub floor_ratio: f64,
+    /// Windows remembered for the floor. Default 50 (10 s at 200 ms).
+    pub floor_windows: u32,
 }
 
 impl Default for LimitConfig {
@@ -70,6 +78,8 @@ impl Default for LimitConfig {
             min_window_samples: 20,
             aimd: AimdConfig::default(),
             gradient2: Gradient2Config::default(),
+            floor_ratio: 0.8,
+            floor_windows: 50,
         }
     }
 }
@@ -131,6 +141,9 @@ impl LimitConfig {
                     "limit.initial {} must lie within min {} ..= max {}",
                     self.initial, self.min, self.max
                 ));
+            }
+            if !(0.0..=1.0).contains(&self.floor_ratio) {
+                return bad(format!("limit.floor_ratio must lie in 0 ..= 1, got {}", self.floor_ratio));
             }
             if self.window_ms == 0 && self.min_window_samples == 0 {
                 return bad("limit.window_ms and limit.min_window_samples cannot both be 0".into());

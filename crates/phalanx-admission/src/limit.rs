@@ -1,6 +1,6 @@
 //! The limit algorithms and the sampling window that feeds them.
 
-use std::time::Duration;
+use std::{collections::VecDeque, time::Duration};
 
 use tokio::time::Instant;
 
@@ -66,7 +66,14 @@ impl Rule {
             }
             Rule::Gradient2 { params, long_rtt } => {
                 let short = w.avg_rtt.max(1e-9);
-                let long = long_rtt.add(short);
+                // The baseline is the unloaded latency: a window slower than the tolerance allows
+                // (queueing, or a machine saturated by something else) moves it only as far as
+                // the tolerance, so sustained overload cannot drag it up to the loaded latency.
+                let seen = match long_rtt.count >= long_rtt.warmup {
+                    true => short.min(long_rtt.value * params.tolerance),
+                    false => short,
+                };
+                let long = long_rtt.add(seen);
                 // Latency back to normal after a long overload: let the baseline catch up faster
                 // than the average alone would.
                 if long / short > 2.0 {
@@ -98,7 +105,35 @@ pub(crate) struct Limiter {
     rtt_sum: f64,
     max_in_flight: usize,
     dropped: bool,
+    /// Throughput (answers per second) and average latency of the latest windows.
+    history: VecDeque<(f64, f64)>,
+    floor_windows: usize,
+    floor_ratio: f64,
+    /// The shrink step waiting to be judged.
+    shrink: Option<ShrinkStep>,
+    /// The latency at which shrinking proved not to lower the latency, and the windows left:
+    /// while the latency stays about there, the limit does not shrink again.
+    hold: Option<(f64, u32)>,
 }
+
+/// How many windows a hold lasts at most before shrinking is tried again (4 s at 200 ms).
+const HOLD_WINDOWS: u32 = 20;
+
+/// One shrink of the limit, judged once its effect can show.
+#[derive(Debug)]
+struct ShrinkStep {
+    from: f64,
+    to: f64,
+    /// The latency under the old limit, seconds: of the window that shrank it, then of the
+    /// window in which the in-flight count fitted under the new limit.
+    before: f64,
+    /// When the in-flight count first fitted under `to`.
+    drained_at: Option<Instant>,
+}
+
+/// A shrink helped when the latency fell by at least this share of the limit's fall: queueing
+/// latency falls in proportion to the limit, a saturated machine's does not fall at all.
+const SHRINK_EFFECT: f64 = 0.25;
 
 impl Limiter {
     pub(crate) fn new(cfg: &LimitConfig) -> Self {
@@ -128,7 +163,71 @@ impl Limiter {
             rtt_sum: 0.0,
             max_in_flight: 0,
             dropped: false,
+            history: VecDeque::with_capacity(cfg.floor_windows as usize),
+            floor_windows: cfg.floor_windows as usize,
+            floor_ratio: cfg.floor_ratio,
+            shrink: None,
+            hold: None,
         }
+    }
+
+    /// Shrink only while shrinking lowers the latency. A shrink is one step: the limit goes no
+    /// lower until the step is judged, one latency after the in-flight count has come down to
+    /// it (the answers admitted before it have drained), against the latency of the answers that
+    /// drained. If the latency did not fall (CPU
+    /// saturated by something else, a dependency slow whatever our concurrency), the step is
+    /// undone and the limit holds while the latency stays at that level, for at most
+    /// `HOLD_WINDOWS`; a clearly lower or higher latency ends the hold sooner.
+    fn judge_shrinks(&mut self, now: Instant, limit: f64, mut next: f64, w: &WindowSample) -> f64 {
+        if let Some(step) = &mut self.shrink {
+            if step.drained_at.is_none() && w.max_in_flight as f64 <= step.to.ceil() {
+                // The answers of this window were admitted under the old limit: the latency
+                // to beat is theirs.
+                step.drained_at = Some(now);
+                step.before = w.avg_rtt;
+            }
+            let settle = Duration::from_secs_f64(step.before.min(60.0)) + self.window_len;
+            match step.drained_at {
+                Some(at) if now.duration_since(at) >= settle => {
+                    let helped = w.avg_rtt <= step.before * (1.0 - SHRINK_EFFECT * (1.0 - step.to / step.from));
+                    if !helped {
+                        self.hold = Some((step.before.min(w.avg_rtt), HOLD_WINDOWS));
+                        next = next.max(step.from);
+                    }
+                    self.shrink = None;
+                }
+                _ => next = next.max(step.to),
+            }
+        }
+        if let Some((rtt, windows)) = &mut self.hold {
+            *windows = windows.saturating_sub(1);
+            if w.avg_rtt < *rtt * 0.8 || w.avg_rtt > *rtt * 1.5 || *windows == 0 {
+                self.hold = None;
+            } else if next < limit {
+                next = limit;
+            }
+        }
+        if self.shrink.is_none() && next < limit * 0.99 {
+            self.shrink = Some(ShrinkStep { from: limit, to: next, before: w.avg_rtt, drained_at: None });
+        }
+        next
+    }
+
+    /// The concurrency the service has shown it sustains: the highest recent throughput times
+    /// the lowest recent latency (the bandwidth-delay product), times `floor_ratio`. Below it
+    /// the limit would idle capacity the service demonstrably has; latency that rises without
+    /// throughput rising (a saturated CPU) then cannot shrink the limit into a collapse.
+    fn floor(&mut self, elapsed: f64, window: &WindowSample) -> f64 {
+        if self.floor_windows == 0 || self.floor_ratio == 0.0 || elapsed <= 0.0 {
+            return 0.0;
+        }
+        if self.history.len() == self.floor_windows {
+            self.history.pop_front();
+        }
+        self.history.push_back((f64::from(self.samples) / elapsed, window.avg_rtt));
+        let peak = self.history.iter().map(|h| h.0).fold(0.0, f64::max);
+        let min_rtt = self.history.iter().map(|h| h.1).fold(f64::INFINITY, f64::min);
+        self.floor_ratio * peak * min_rtt
     }
 
     /// The current limit, a whole number of requests.
@@ -170,6 +269,11 @@ impl Limiter {
         if next > limit && (window.max_in_flight as f64) < limit / 2.0 {
             next = limit;
         }
+        if !window.dropped {
+            next = self.judge_shrinks(now, limit, next, &window);
+        }
+        let elapsed = now.duration_since(self.window_start).as_secs_f64();
+        next = next.max(self.floor(elapsed, &window));
         self.estimate = next.clamp(self.min, self.max);
         self.window_start = now;
         self.samples = 0;
@@ -186,6 +290,39 @@ mod tests {
 
     fn window(avg_ms: f64, max_in_flight: usize) -> WindowSample {
         WindowSample { avg_rtt: avg_ms / 1000.0, max_in_flight, dropped: false }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shrink_that_does_not_lower_the_latency_is_undone_and_held() {
+        let cfg = LimitConfig { floor_ratio: 0.0, ..LimitConfig::aimd(100, 5, 200, Duration::from_millis(50)) }
+            .window(Duration::from_millis(100), 1);
+        let mut limiter = Limiter::new(&cfg);
+        let mut t = Instant::now();
+        let mut window = |limiter: &mut Limiter, rtt_ms: u64, in_flight: usize| {
+            t += Duration::from_millis(100);
+            limiter.sample(t, Duration::from_millis(rtt_ms), in_flight, false);
+            limiter.limit()
+        };
+        // Slow whatever the concurrency: one step down, then back once its effect is judged.
+        assert_eq!(window(&mut limiter, 200, 100), 90);
+        let mut limits = Vec::new();
+        for _ in 0..10 {
+            limits.push(window(&mut limiter, 200, 90));
+        }
+        // Judged one latency (200 ms) and one window after the in-flight count fitted.
+        assert_eq!(limits[..4], [90, 90, 90, 90], "no second step before the first is judged");
+        assert!(limits[4..].iter().all(|&l| l == 100), "undone and held: {limits:?}");
+        // Queueing: the latency follows the limit down, two windows late (the answers of a
+        // window were admitted two windows before), so the steps go on.
+        let mut limiter = Limiter::new(&cfg);
+        let mut limits = vec![100, 100, 100];
+        for _ in 0..40 {
+            let limit = limits[limits.len() - 1];
+            let next = window(&mut limiter, 2 * limits[limits.len() - 3] as u64, limit);
+            limits.push(next);
+        }
+        let limit = *limits.last().unwrap();
+        assert!(limit <= 70, "the latency followed the limit down: {limit}");
     }
 
     #[test]
@@ -214,7 +351,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn limiter_applies_windows_within_bounds() {
-        let cfg = LimitConfig::aimd(10, 5, 12, Duration::from_millis(50)).window(Duration::from_millis(100), 2);
+        let cfg = LimitConfig { floor_ratio: 0.0, ..LimitConfig::aimd(10, 5, 12, Duration::from_millis(50)) }
+            .window(Duration::from_millis(100), 2);
         let mut limiter = Limiter::new(&cfg);
         let t0 = Instant::now();
         assert_eq!(limiter.sample(t0, Duration::from_millis(10), 10, false), None, "window still open");
@@ -228,9 +366,10 @@ mod tests {
         assert_eq!(limiter.sample(t3b, Duration::from_millis(10), 11, false), None);
         assert_eq!(limiter.limit(), 12, "capped at max");
         let mut t = t3 + Duration::from_millis(100);
+        // Downstream overload (503s) shrinks at once, without waiting for the latency to fall.
         for _ in 0..20 {
-            limiter.sample(t, Duration::from_millis(500), 12, false);
-            limiter.sample(t, Duration::from_millis(500), 12, false);
+            limiter.sample(t, Duration::from_millis(500), 12, true);
+            limiter.sample(t, Duration::from_millis(500), 12, true);
             t += Duration::from_millis(100);
         }
         assert_eq!(limiter.limit(), 5, "floored at min");

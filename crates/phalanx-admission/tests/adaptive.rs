@@ -105,7 +105,12 @@ async fn aimd_settles_near_the_handlers_capacity() {
     settles_near_capacity(aimd()).await;
 }
 
-async fn follows_a_step_change(limit: LimitConfig) {
+/// The handler slows down fourfold whatever the concurrency (its 50 workers stay 50, as when
+/// the machine is saturated by something else): the latency rises, but a limit below the
+/// workers would not lower it, only idle them. The limit comes down while that lowers the
+/// latency (the queue in front of the workers), stops near the workers, and after recovery
+/// returns into the band around the capacity.
+async fn holds_through_a_slowdown_it_does_not_cause(limit: LimitConfig) {
     let capacity = Capacity::new(WORKERS, SERVICE_TIME);
     let layer = layer(limit);
     let handle = layer.handle();
@@ -113,31 +118,51 @@ async fn follows_a_step_change(limit: LimitConfig) {
     let before = trace_limit(&handle, Duration::from_secs(15)).await;
     let before_end = *before.last().unwrap();
 
-    // The handler slows down fourfold: once the first slow answers are in, five windows shrink
-    // the limit by a fifth at least.
     capacity.set_service_time(SERVICE_TIME * 4);
-    let slow = trace_limit(&handle, WINDOW * 5 + SERVICE_TIME * 4).await;
-    let slow_end = *slow.last().unwrap();
+    let slow = trace_limit(&handle, Duration::from_secs(5)).await;
 
-    // It recovers: the limit grows back into the band around the capacity.
     capacity.set_service_time(SERVICE_TIME);
     let recovery = trace_limit(&handle, Duration::from_secs(15)).await;
     let recovered = trace_limit(&handle, Duration::from_secs(5)).await;
     stop.store(true, Ordering::Relaxed);
     println!("before {before:?}\nslow {slow:?}\nrecovery {recovery:?}\nrecovered {recovered:?}");
-    assert!(slow_end * 5 <= before_end * 4, "slowdown: the limit went from {before_end} to {slow_end}");
+    let (slow_lo, _) = range(&slow);
+    assert!(slow_lo * 10 >= WORKERS * 8, "slowdown: the limit fell from {before_end} to {slow_lo}");
+    assert!(*slow.last().unwrap() <= before_end, "the limit grew in the slowdown: {slow:?}");
     let (lo, hi) = range(&recovered);
     assert!(lo >= 40 && hi <= 70, "after recovery the limit ranged {lo}..={hi}");
 }
 
 #[tokio::test(start_paused = true)]
-async fn gradient2_follows_a_step_change_in_latency() {
-    follows_a_step_change(gradient2()).await;
+async fn gradient2_holds_through_a_slowdown_it_does_not_cause() {
+    holds_through_a_slowdown_it_does_not_cause(gradient2()).await;
 }
 
 #[tokio::test(start_paused = true)]
-async fn aimd_follows_a_step_change_in_latency() {
-    follows_a_step_change(aimd()).await;
+async fn aimd_holds_through_a_slowdown_it_does_not_cause() {
+    holds_through_a_slowdown_it_does_not_cause(aimd()).await;
+}
+
+/// Started far above the capacity, the limit comes down: there, each shrink lowers the
+/// queueing latency, so shrinking goes on, one judged step (about a second here) at a time,
+/// with an occasional hold where one step's effect was lost in the noise. (AIMD: Gradient2
+/// started there learns the loaded latency as its baseline in its first windows.)
+async fn comes_down_from_far_above_capacity(limit: LimitConfig) {
+    let capacity = Capacity::new(WORKERS, SERVICE_TIME);
+    let layer = layer(limit);
+    let handle = layer.handle();
+    let stop = offer_load(&layer, &capacity, 400);
+    let descent = trace_limit(&handle, Duration::from_secs(20)).await;
+    let later = trace_limit(&handle, Duration::from_secs(10)).await;
+    stop.store(true, Ordering::Relaxed);
+    println!("descent {descent:?}\nlater {later:?}");
+    let (lo, hi) = range(&later);
+    assert!(lo >= 40 && hi * 4 <= 300 * 3, "capacity {WORKERS}: from 300 the limit was at {lo}..={hi} after 20 s");
+}
+
+#[tokio::test(start_paused = true)]
+async fn aimd_comes_down_from_far_above_capacity() {
+    comes_down_from_far_above_capacity(LimitConfig::aimd(300, 5, 500, SERVICE_TIME * 13 / 10)).await;
 }
 
 #[tokio::test(start_paused = true)]
