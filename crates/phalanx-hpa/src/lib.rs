@@ -29,6 +29,7 @@
 //! ```
 
 pub mod controller;
+pub mod inputs;
 pub mod report;
 pub mod sim;
 pub mod spec;

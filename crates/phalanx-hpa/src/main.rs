@@ -4,8 +4,9 @@
 //! cargo run -p phalanx-hpa -- --hpa deploy/k8s/hpa.yaml --pod deploy/hpa/pod.toml --out deploy/hpa
 //! ```
 
+use phalanx_hpa::inputs::{cases, read_pod};
 use phalanx_hpa::report;
-use phalanx_hpa::sim::{reaction, replay, reversals, CurvePoint, Pipeline, PodModel, Row};
+use phalanx_hpa::sim::{reaction, replay, reversals, Pipeline, Row};
 use phalanx_hpa::spec::Hpa;
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -41,98 +42,6 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     Ok(a)
-}
-
-/// The pod file: `key = value` lines for the scalars, then `rps,mean_ms,p99_ms` rows.
-fn read_pod(text: &str) -> Result<(PodModel, Pipeline, f64, f64), String> {
-    let mut kv = std::collections::HashMap::new();
-    let mut curve = Vec::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        if let Some((k, v)) = line.split_once('=') {
-            let v: f64 = v.trim().parse().map_err(|_| format!("bad number in {line:?}"))?;
-            kv.insert(k.trim().to_string(), v);
-        } else if line.starts_with("rps") {
-            continue;
-        } else {
-            let f: Vec<f64> = line
-                .split(',')
-                .map(|x| x.trim().parse::<f64>())
-                .collect::<Result<_, _>>()
-                .map_err(|_| format!("bad curve row {line:?}"))?;
-            if f.len() != 3 {
-                return Err(format!("curve row needs rps,mean_ms,p99_ms: {line:?}"));
-            }
-            curve.push(CurvePoint { rps: f[0], mean_ms: f[1], p99_ms: f[2] });
-        }
-    }
-    curve.sort_by(|a, b| a.rps.total_cmp(&b.rps));
-    if curve.len() < 2 {
-        return Err("the latency curve needs at least two rows".into());
-    }
-    let get = |k: &str| kv.get(k).copied().ok_or(format!("missing {k}"));
-    let defaults = Pipeline::default();
-    let pipe = Pipeline {
-        scrape_interval_s: kv.get("scrape_interval_s").copied().unwrap_or(defaults.scrape_interval_s),
-        rate_window_s: kv.get("rate_window_s").copied().unwrap_or(defaults.rate_window_s),
-        adapter_delay_s: kv.get("adapter_delay_s").copied().unwrap_or(defaults.adapter_delay_s),
-        resource_resolution_s: kv.get("resource_resolution_s").copied().unwrap_or(defaults.resource_resolution_s),
-        sync_period_s: 15.0,
-        sync_phase_s: 0.0,
-    };
-    let pod = PodModel {
-        capacity_rps: get("capacity_rps")?,
-        curve,
-        cpu_per_request: get("cpu_per_request")?,
-        cpu_idle: get("cpu_idle")?,
-        cpu_request: get("cpu_request")?,
-        cpu_cap: get("cpu_cap")?,
-        container_start_s: get("container_start_s")?,
-        start_to_ready_s: get("start_to_ready_s")?,
-        readiness_period_s: get("readiness_period_s")?,
-        endpoints_delay_s: get("endpoints_delay_s")?,
-    };
-    Ok((pod, pipe, get("base_rps")?, get("p99_target_ms")?))
-}
-
-struct Case {
-    name: &'static str,
-    about: &'static str,
-    load: Box<dyn Fn(f64) -> f64>,
-    event_at: f64,
-    duration: f64,
-}
-
-fn cases(base: f64) -> Vec<Case> {
-    vec![
-        Case {
-            name: "spike-3x",
-            about: "3× step at t = 60 s",
-            load: Box::new(move |t| if t < 60.0 { base } else { 3.0 * base }),
-            event_at: 60.0,
-            duration: 600.0,
-        },
-        Case {
-            name: "ramp",
-            about: "1× → 3× linearly over 300 s from t = 60 s",
-            load: Box::new(move |t| base * (1.0 + 2.0 * ((t - 60.0) / 300.0).clamp(0.0, 1.0))),
-            event_at: 60.0,
-            duration: 900.0,
-        },
-        Case {
-            name: "spike-during-scale-down",
-            about: "3× until t = 60 s, 1× (scale-down under way), 3× again at t = 420 s",
-            load: Box::new(move |t| if !(60.0..420.0).contains(&t) { 3.0 * base } else { base }),
-            event_at: 420.0,
-            duration: 900.0,
-        },
-        Case {
-            name: "drop-to-10pct",
-            about: "1× until t = 60 s, then 10 %",
-            load: Box::new(move |t| if t < 60.0 { base } else { 0.1 * base }),
-            event_at: 60.0,
-            duration: 1200.0,
-        },
-    ]
 }
 
 fn main() -> ExitCode {

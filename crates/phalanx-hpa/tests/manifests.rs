@@ -34,7 +34,7 @@ fn demo_toml() -> toml::Table {
 
 fn configmap_toml() -> toml::Table {
     let cm = yaml("deploy/k8s/configmap.yaml");
-    at(&cm, "data.phalanx.toml").as_str().unwrap().parse().unwrap()
+    cm["data"]["phalanx.toml"].as_str().unwrap().parse().unwrap()
 }
 
 /// A value of the in-cluster configuration, or the demo's default where the ConfigMap leaves it out.
@@ -157,4 +157,49 @@ fn the_hpa_manifest_parses_into_the_model() {
     let hpa = phalanx_hpa::spec::Hpa::from_yaml(&text).unwrap();
     assert!(hpa.behavior.is_some());
     assert!(!hpa.metrics.is_empty());
+}
+
+fn quantity(v: &Value) -> f64 {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        other => panic!("not a quantity: {other:?}"),
+    };
+    phalanx_hpa::spec::parse_quantity(&s).unwrap()
+}
+
+#[test]
+fn vpa_recommends_only_and_its_bounds_hold_the_deployment_requests() {
+    let vpa = yaml("deploy/k8s/vpa.yaml");
+    let deploy = yaml("deploy/k8s/deployment.yaml");
+    assert_eq!(at(&vpa, "spec.updatePolicy.updateMode").as_str(), Some("Off"), "Auto would fight the HPA on CPU");
+    assert_eq!(at(&vpa, "spec.targetRef.name"), at(&deploy, "metadata.name"));
+    let policy = at(&vpa, "spec.resourcePolicy.containerPolicies.0");
+    let c = container();
+    assert_eq!(policy["containerName"], c["name"]);
+    for res in ["cpu", "memory"] {
+        let req = quantity(at(&c, &format!("resources.requests.{res}")));
+        let min = quantity(&policy["minAllowed"][res]);
+        let max = quantity(&policy["maxAllowed"][res]);
+        assert!(min <= req && req <= max, "{res}: request {req} outside the VPA bounds {min}..{max}");
+    }
+    let limit = quantity(at(&c, "resources.limits.memory"));
+    assert!(quantity(&policy["maxAllowed"]["memory"]) <= limit, "the VPA may recommend more memory than the limit");
+}
+
+#[test]
+fn keda_alternative_scales_like_the_hpa() {
+    let keda = yaml("deploy/k8s/alternatives/keda-scaledobject.yaml");
+    let hpa = yaml("deploy/k8s/hpa.yaml");
+    assert_eq!(at(&keda, "spec.minReplicaCount"), at(&hpa, "spec.minReplicas"));
+    assert_eq!(at(&keda, "spec.maxReplicaCount"), at(&hpa, "spec.maxReplicas"));
+    assert_eq!(at(&keda, "spec.advanced.horizontalPodAutoscalerConfig.behavior"), at(&hpa, "spec.behavior"));
+    let target = quantity(at(&hpa, "spec.metrics.0.pods.target.averageValue"));
+    let threshold = quantity(at(&keda, "spec.triggers.0.metadata.threshold"));
+    assert_eq!(threshold, target, "the KEDA rate trigger and the HPA target differ");
+    // The rate window of the KEDA query is the adapter's.
+    let adapter = std::fs::read_to_string(repo("deploy/k8s/prometheus-adapter-rules.yaml")).unwrap();
+    let window = phalanx_hpa::spec::adapter_rate_window(&adapter, "http_server_requests_per_second").unwrap().unwrap();
+    let query = at(&keda, "spec.triggers.0.metadata.query").as_str().unwrap();
+    assert!(query.contains(&format!("[{}s]", window as i64)), "{query} vs the adapter's {window} s window");
 }

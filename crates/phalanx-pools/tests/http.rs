@@ -170,3 +170,141 @@ async fn the_http_extractor_hands_out_the_shared_client() {
     let (status, _, body, _) = request(&app, "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "upstream ok"));
 }
+
+/// An upstream replica that answers `/work` after `delay` (or 503 when `fail`), counting hits.
+async fn replica(delay: Duration, fail: bool) -> (SocketAddr, Arc<AtomicU64>) {
+    let hits = Arc::new(AtomicU64::new(0));
+    let count = Arc::clone(&hits);
+    let app = Router::new().route(
+        "/work",
+        get(move || {
+            count.fetch_add(1, Ordering::SeqCst);
+            async move {
+                tokio::time::sleep(delay).await;
+                if fail {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (addr, hits)
+}
+
+/// `requests` GETs of `http://replicas/work`, `concurrency` at a time.
+async fn drive(client: &HttpClient, requests: usize, concurrency: usize) -> Vec<StatusCode> {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next) = (client.clone(), Arc::clone(&next));
+        tasks.push(tokio::spawn(async move {
+            let mut statuses = Vec::new();
+            while next.fetch_add(1, Ordering::SeqCst) < requests as u64 {
+                let res = client.get("http://replicas/work").send().await.unwrap();
+                statuses.push(res.status());
+            }
+            statuses
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all
+}
+
+fn max_deviation(counts: &[u64]) -> f64 {
+    let mean = counts.iter().sum::<u64>() as f64 / counts.len() as f64;
+    counts.iter().map(|&c| (c as f64 - mean).abs() / mean).fold(0.0, f64::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_spreads_an_even_load_within_one_percent() {
+    let mut addrs = Vec::new();
+    let mut hits = Vec::new();
+    for _ in 0..4 {
+        let (a, h) = replica(Duration::from_millis(1), false).await;
+        addrs.push(a.to_string());
+        hits.push(h);
+    }
+    let client = HttpClient::builder(config()).upstream("replicas", addrs.clone()).build().unwrap();
+    let statuses = drive(&client, 4000, 16).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    let counts: Vec<u64> = hits.iter().map(|h| h.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts.iter().sum::<u64>(), 4000);
+    let dev = max_deviation(&counts);
+    assert!(dev < 0.01, "shares {counts:?} deviate {:.2} % from the mean", dev * 100.0);
+    // The client's own view agrees, and nothing is left in flight.
+    let view = client.replicas("replicas").unwrap();
+    assert_eq!(view.iter().map(|r| r.2).collect::<Vec<_>>(), counts);
+    assert!(view.iter().all(|r| r.1 == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_replica_gets_less() {
+    let mut addrs = Vec::new();
+    let mut hits = Vec::new();
+    for i in 0..4 {
+        let delay = if i == 0 { Duration::from_millis(40) } else { Duration::from_millis(2) };
+        let (a, h) = replica(delay, false).await;
+        addrs.push(a.to_string());
+        hits.push(h);
+    }
+    let client = HttpClient::builder(config()).upstream("replicas", addrs).build().unwrap();
+    drive(&client, 2000, 16).await;
+    let counts: Vec<u64> = hits.iter().map(|h| h.load(Ordering::SeqCst)).collect();
+    let fast_mean = counts[1..].iter().sum::<u64>() as f64 / 3.0;
+    assert!(
+        (counts[0] as f64) < fast_mean / 3.0,
+        "the replica 20× slower still got {} against {fast_mean:.0} each for the others ({counts:?})",
+        counts[0]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_replica_is_ejected_by_its_breaker() {
+    let mut addrs = Vec::new();
+    let mut hits = Vec::new();
+    for i in 0..4 {
+        let (a, h) = replica(Duration::from_millis(1), i == 0).await;
+        addrs.push(a.to_string());
+        hits.push(h);
+    }
+    let breaker = BreakerConfig::default()
+        .count_based_window(10)
+        .minimum_number_of_calls(5)
+        .failure_rate_threshold(50.0)
+        .wait_in_open(Duration::from_secs(60));
+    let registry = BreakerRegistry::new(breaker);
+    let client =
+        HttpClient::builder(config()).breaker(registry.clone()).upstream("replicas", addrs.clone()).build().unwrap();
+    let statuses = drive(&client, 400, 4).await;
+    let failing = registry.get(&addrs[0]).expect("the failing replica has a breaker");
+    assert_eq!(failing.state(), phalanx_breaker::State::Open);
+    let ejected_at = hits[0].load(Ordering::SeqCst);
+    // Retries on the other replicas answer almost every request.
+    let ok = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+    assert!(ok >= 390, "{ok} of 400 succeeded");
+    // Once open, the failing replica is not drawn any more.
+    let statuses = drive(&client, 400, 4).await;
+    assert!(statuses.iter().all(|s| *s == StatusCode::OK));
+    assert_eq!(hits[0].load(Ordering::SeqCst), ejected_at, "an ejected replica got requests");
+    for r in &registry.breakers() {
+        if r.name() != addrs[0] {
+            assert_eq!(r.state(), phalanx_breaker::State::Closed, "{}", r.name());
+        }
+    }
+}
+
+#[test]
+fn bad_replica_addresses_are_refused_at_build_time() {
+    for bad in ["nohost", "host:notaport", ":80", "host:0"] {
+        assert!(HttpClient::builder(config()).upstream("x", [bad]).build().is_err(), "{bad}");
+    }
+    let empty: [&str; 0] = [];
+    assert!(HttpClient::builder(config()).upstream("x", empty).build().is_err());
+}

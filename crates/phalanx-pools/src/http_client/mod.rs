@@ -1,7 +1,10 @@
 //! The [`Http`] extractor: one shared reqwest-middleware client with a bounded connection
 //! pool, per-upstream metrics, retries of idempotent requests within a [`RetryBudget`], and a slot
-//! for the per-host circuit breaker middleware.
+//! for the per-host circuit breaker middleware, and client-side least-request balancing over
+//! the replicas of a logical upstream name (P2C over in-flight requests, each replica behind
+//! its own breaker).
 
+mod balance;
 mod budget;
 mod middleware;
 
@@ -42,6 +45,8 @@ pub const ATTR_SERVER_PORT: &str = phalanx_core::names::attr::SERVER_PORT;
 /// retry_backoff_ms = 25
 /// retry_budget_ratio = 0.2
 /// retry_budget_reserve = 10
+/// [upstreams]                     # logical name -> replicas, balanced by P2C
+/// quote = ["10.0.0.5:8080", "10.0.0.6:8080"]
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -65,6 +70,10 @@ pub struct HttpClientConfig {
     pub retry_budget_ratio: f64,
     /// Retries the budget can hold for a burst. Default: 10.
     pub retry_budget_reserve: u32,
+    /// Balanced upstreams: a request to `http://NAME/...` goes to one of NAME's replicas
+    /// (`host:port`), chosen by the power of two choices over requests in flight; each replica
+    /// has its own circuit breaker when [`HttpClientBuilder::breaker`] is set. Default: none.
+    pub upstreams: HashMap<String, Vec<String>>,
 }
 
 impl Default for HttpClientConfig {
@@ -79,6 +88,7 @@ impl Default for HttpClientConfig {
             retry_backoff_ms: 25,
             retry_budget_ratio: 0.2,
             retry_budget_reserve: 10,
+            upstreams: HashMap::new(),
         }
     }
 }
@@ -123,6 +133,7 @@ impl std::fmt::Debug for HttpClient {
 pub(crate) struct HttpShared {
     config: HttpClientConfig,
     budget: RetryBudget,
+    balancer: Arc<balance::Balancer>,
     hosts: RwLock<HashMap<String, Arc<HostStats>>>,
     instruments: Instruments,
 }
@@ -144,6 +155,7 @@ pub struct HttpClientBuilder {
     config: HttpClientConfig,
     meter: Option<Meter>,
     middlewares: Vec<Arc<dyn Middleware>>,
+    breakers: Option<phalanx_breaker::BreakerRegistry>,
 }
 
 impl std::fmt::Debug for HttpClientBuilder {
@@ -171,14 +183,28 @@ impl HttpClientBuilder {
 
     /// Send every attempt through the per-upstream (`host:port`) circuit breakers of
     /// `registry`: an open breaker fails the request at once, and that refusal is not retried.
-    pub fn breaker(self, registry: phalanx_breaker::BreakerRegistry) -> Self {
+    /// The balancer skips the replicas whose breaker in `registry` is open.
+    pub fn breaker(mut self, registry: phalanx_breaker::BreakerRegistry) -> Self {
+        self.breakers = Some(registry.clone());
         self.middleware(phalanx_breaker::BreakerMiddleware::new(registry))
+    }
+
+    /// Balance requests to `http://NAME/...` over these replicas (`host:port`), like
+    /// [`HttpClientConfig::upstreams`].
+    pub fn upstream<I, S>(mut self, name: &str, replicas: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.upstreams.insert(name.to_owned(), replicas.into_iter().map(Into::into).collect());
+        self
     }
 
     /// Build the client.
     pub fn build(self) -> Result<HttpClient, BuildError> {
-        let HttpClientBuilder { config, meter, middlewares } = self;
+        let HttpClientBuilder { config, meter, middlewares, breakers } = self;
         config.validate()?;
+        let balancer = Arc::new(balance::Balancer::new(&config.upstreams, breakers)?);
         let meter = meter.unwrap_or_else(phalanx_core::default_meter);
         let reqwest = reqwest::Client::builder()
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
@@ -190,13 +216,17 @@ impl HttpClientBuilder {
             .map_err(|e| BuildError::Client(e.to_string()))?;
         let shared = Arc::new(HttpShared {
             budget: RetryBudget::new(config.retry_budget_ratio, config.retry_budget_reserve),
+            balancer: Arc::clone(&balancer),
             hosts: RwLock::new(HashMap::new()),
             instruments: Instruments::new(&meter),
             config,
         });
-        let mut builder = reqwest_middleware::ClientBuilder::new(reqwest)
-            .with(RetryMiddleware::new(Arc::clone(&shared)))
-            .with(MetricsMiddleware::new(Arc::clone(&shared)));
+        let mut builder =
+            reqwest_middleware::ClientBuilder::new(reqwest).with(RetryMiddleware::new(Arc::clone(&shared)));
+        if !balancer.is_empty() {
+            builder = builder.with(balance::BalanceMiddleware::new(balancer));
+        }
+        builder = builder.with(MetricsMiddleware::new(Arc::clone(&shared)));
         for m in middlewares {
             builder = builder.with_arc(m);
         }
@@ -207,7 +237,7 @@ impl HttpClientBuilder {
 impl HttpClient {
     /// A builder for a client with this configuration.
     pub fn builder(config: HttpClientConfig) -> HttpClientBuilder {
-        HttpClientBuilder { config, meter: None, middlewares: Vec::new() }
+        HttpClientBuilder { config, meter: None, middlewares: Vec::new(), breakers: None }
     }
 
     /// A client with this configuration and no extra middleware, recording through the default meter.
@@ -223,6 +253,11 @@ impl HttpClient {
     /// The retry budget.
     pub fn retry_budget(&self) -> &RetryBudget {
         &self.shared.budget
+    }
+
+    /// The replicas of a balanced upstream: `(host:port, in flight, requests sent)` each.
+    pub fn replicas(&self, upstream: &str) -> Option<Vec<(String, u64, u64)>> {
+        self.shared.balancer.report(upstream)
     }
 
     /// Figures of one upstream `host:port` (the breaker's key): requests (attempts), errors,

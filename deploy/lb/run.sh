@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# N demo nodes on PostgreSQL + a private Redis behind nginx (least_conn) or HAProxy
+# (leastconn), started from the repo's configs with the ports rewritten. Runs the load
+# generator through the balancer, prints each node's share and the largest deviation from the
+# mean, then rolls every node (SIGTERM, wait for exit, start, wait for /readyz) under load and
+# prints the failed requests.
+#
+#   flock /tmp/phalanx-load.lock deploy/lb/run.sh nginx|haproxy
+#
+# Environment: NODES (4), USERS (2000), DURATION (20s), PORT_BASE (17600: nodes on +1..+N,
+# balancer on +50, Redis on +40), PG (postgres://postgres@127.0.0.1:5432), DB (phalanx_scale).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LB=${1:?usage: run.sh nginx|haproxy}
+NODES=${NODES:-4} USERS=${USERS:-2000} DURATION=${DURATION:-20s}
+PORT_BASE=${PORT_BASE:-17600}
+LB_PORT=$((PORT_BASE + 50)) REDIS_PORT=$((PORT_BASE + 40))
+PG=${PG:-postgres://postgres@127.0.0.1:5432} DB=${DB:-phalanx_scale}
+command -v "$LB" >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$LB" >/dev/null; }
+cargo build -q --release --example demo --example loadtest
+BIN=$PWD/target/release/examples
+work=$(mktemp -d)
+declare -A node_pid
+other_pids=()
+cleanup() {
+    for p in "${node_pid[@]}" "${other_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+other_pids+=($!)
+psql "$PG/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 ||
+    psql "$PG/postgres" -qc "CREATE DATABASE $DB"
+
+start_node() {
+    local n=$1 port=$((PORT_BASE + $1))
+    BIND=127.0.0.1:$port DATABASE_URL=$PG/$DB REDIS_URL=redis://127.0.0.1:$REDIS_PORT RUST_LOG=warn \
+        "$BIN/demo" >>"$work/node$n.log" 2>&1 &
+    node_pid[$n]=$!
+    until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz"; do
+        kill -0 "${node_pid[$n]}" 2>/dev/null || { cat "$work/node$n.log"; exit 1; }
+        sleep 0.05
+    done
+}
+# The first node migrates and seeds alone; the others find the database ready.
+start_node 1
+for n in $(seq 2 "$NODES"); do start_node "$n"; done
+
+# The repo's balancer config with this run's ports.
+servers_nginx="" servers_haproxy=""
+for n in $(seq 1 "$NODES"); do
+    servers_nginx+="        server 127.0.0.1:$((PORT_BASE + n)) max_fails=3 fail_timeout=5s;\n"
+    servers_haproxy+="    server demo$n 127.0.0.1:$((PORT_BASE + n)) check\n"
+done
+if [[ $LB == nginx ]]; then
+    sed -e '/^\s*server 127\.0\.0\.1:300[0-9]/d' \
+        -e "s|least_conn;|least_conn;\n$servers_nginx|" \
+        -e "s|listen 127.0.0.1:8080|listen 127.0.0.1:$LB_PORT|" \
+        -e "s|pid /tmp/phalanx-nginx.pid;|pid $work/nginx.pid;|" deploy/lb/nginx.conf >"$work/lb.conf"
+    nginx -t -q -c "$work/lb.conf"
+    nginx -c "$work/lb.conf" -g 'daemon off;' 2>>"$work/lb.log" &
+else
+    sed -e '/^\s*server demo[0-9] 127\.0\.0\.1:300[0-9]/d' \
+        -e "s|bind 127.0.0.1:8081|bind 127.0.0.1:$LB_PORT|" deploy/lb/haproxy.cfg >"$work/lb.conf"
+    printf "%b" "$servers_haproxy" >>"$work/lb.conf"
+    haproxy -c -q -f "$work/lb.conf"
+    haproxy -db -f "$work/lb.conf" 2>>"$work/lb.log" &
+fi
+other_pids+=($!)
+until curl -fs -o /dev/null "http://127.0.0.1:$LB_PORT/readyz"; do sleep 0.05; done
+
+# Requests a node answered on the API routes (not the balancer's health checks).
+served() {
+    curl -fs "http://127.0.0.1:$((PORT_BASE + $1))/metrics" |
+        awk '/^http_server_request_duration_seconds_count/ && !/http_route="\/(metrics|readyz|healthz|status)"/ { s += $NF } END { printf "%d", s }'
+}
+load() {
+    "$BIN/loadtest" --users "$USERS" --think 1s --duration "$1" --warmup 3s --client-id-per-user \
+        --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1
+}
+
+echo "== $LB, $NODES nodes, $USERS users x 1 req/s for $DURATION"
+declare -A before
+for n in $(seq 1 "$NODES"); do before[$n]=$(served "$n"); done
+load "$DURATION" "$work/even.json"
+shares=()
+for n in $(seq 1 "$NODES"); do shares+=($(($(served "$n") - ${before[$n]}))); done
+python3 - "$work/even.json" "${shares[@]}" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+shares = [int(x) for x in sys.argv[2:]]
+mean = sum(shares) / len(shares)
+dev = max(abs(s - mean) / mean for s in shares) * 100
+print(f"throughput {r['rps']:.0f} req/s, p99 {r['latency_ms']['p99']:.1f} ms, errors {r['errors']['total']}")
+print("requests per node: " + " / ".join(f"{s:,}" for s in shares) + f"; max deviation from the mean {dev:.2f} %")
+PY
+
+echo "== rolling every node under load"
+roll_for=$((NODES * 6 + 10))
+load "${roll_for}s" "$work/roll.json" &
+load_pid=$!
+sleep 5
+for n in $(seq 1 "$NODES"); do
+    t0=$(date +%s.%N)
+    kill -TERM "${node_pid[$n]}"
+    wait "${node_pid[$n]}" 2>/dev/null || true
+    start_node "$n"
+    python3 -c "print(f'node $n: stopped, restarted and ready in {$(date +%s.%N) - $t0:.1f} s')"
+done
+wait "$load_pid" || true
+python3 - "$work/roll.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+e = r["errors"]
+print(f"while rolling: {r['requests_total']:,} requests, failed {e['total']} (connect {e['connect']}, timeout {e['timeout']}, io {e['io']}, 5xx {e['status_5xx']}, 429 {e['status_429']}), p99 {r['latency_ms']['p99']:.1f} ms")
+PY
