@@ -261,11 +261,11 @@ struct Shared<K, V> {
     clock: AtomicU64,
     invalidated: Box<[AtomicU64]>,
     invalidated_epoch: Box<[AtomicU64]>,
+    /// Per name bucket, the highest Redis epoch of its invalidations applied here (known
+    /// epochs only): a reconcile drops what is in buckets Redis has newer epochs for.
+    applied_epoch: Box<[AtomicU64]>,
     /// The highest Redis epoch seen (reads, messages, own invalidations).
     remote_epoch: AtomicU64,
-    /// The highest epoch heard on the channel or reconciled: what a node that lost its
-    /// subscription compares the buckets against.
-    heard_epoch: AtomicU64,
     /// Milliseconds since `epoch` + 1 at which invalidations may have started to be missed; 0
     /// while the channel is subscribed and reconciled (or there is no L2).
     incoherent_since: AtomicU64,
@@ -488,8 +488,8 @@ impl TieredCacheBuilder {
             clock: AtomicU64::new(0),
             invalidated: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             invalidated_epoch: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            applied_epoch: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             remote_epoch: AtomicU64::new(0),
-            heard_epoch: AtomicU64::new(0),
             // Until the channel is first subscribed, invalidations may be missed.
             incoherent_since: AtomicU64::new(if l2.is_some() { 1 } else { 0 }),
             subscribed: AtomicBool::new(false),
@@ -649,6 +649,13 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         self.note_bucket(bucket(kind, name) as usize, epoch);
     }
 
+    /// An invalidation of bucket `b` at `epoch` is applied here (nothing to refuse: it is done).
+    fn applied(&self, b: usize, epoch: u64) {
+        if let Some(applied) = self.applied_epoch.get(b) {
+            applied.fetch_max(epoch, Ordering::AcqRel);
+        }
+    }
+
     fn note_bucket(&self, b: usize, epoch: Option<u64>) {
         let now = self.clock.fetch_add(1, Ordering::SeqCst) + 1;
         if let (Some(local), Some(remote)) = (self.invalidated.get(b), self.invalidated_epoch.get(b)) {
@@ -684,7 +691,6 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
     /// One round trip; L1 is walked only when something was missed.
     async fn reconcile(&self) -> bool {
         let Some(l2) = &self.l2 else { return true };
-        let heard = self.heard_epoch.load(Ordering::Acquire);
         let (epoch, buckets) = match l2.invalidations().await {
             Ok(found) => found,
             Err(e) => {
@@ -692,7 +698,10 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
                 return false;
             }
         };
-        let missed: HashMap<u64, u64> = buckets.into_iter().filter(|&(_, at)| at > heard).collect();
+        let missed: HashMap<u64, u64> = buckets
+            .into_iter()
+            .filter(|&(b, at)| self.applied_epoch.get(b as usize).is_some_and(|seen| at > seen.load(Ordering::Acquire)))
+            .collect();
         let mut dropped = 0u64;
         if !missed.is_empty() {
             // Loads in flight may have read what was invalidated: refuse their stores too.
@@ -708,8 +717,10 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
                 }
             }
         }
+        for (&b, &at) in &missed {
+            self.applied(b as usize, at);
+        }
         self.note_epoch(epoch);
-        self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
         self.incoherent_since.store(0, Ordering::Release);
         tracing::debug!(node = %self.node_id, missed = missed.len(), dropped, "cache invalidations reconciled");
         true
@@ -721,12 +732,10 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
             return;
         }
         self.note_epoch(epoch);
-        if self.coherent() {
-            self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
-        }
         match inv {
             Invalidation::Key(k) => {
                 self.note_invalidation(b'k', k, Some(epoch));
+                self.applied(bucket(b'k', k) as usize, epoch);
                 if let Ok(key) = k.parse::<K>() {
                     self.l1.invalidate(&key);
                 }
@@ -734,6 +743,7 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
             Invalidation::Tag(t) => {
                 self.note_invalidation(b't', t, Some(epoch));
                 self.purge_local_tag(t);
+                self.applied(bucket(b't', t) as usize, epoch);
             }
         }
     }
@@ -949,10 +959,14 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         match l2.store_batch(stores, &self.node_id).await {
             Ok(outcomes) => {
                 attempt.success();
-                for outcome in outcomes {
+                for (op, outcome) in stores.iter().zip(outcomes) {
                     match outcome {
                         StoreOutcome::Refused => bump(&self.counters.stores_refused),
-                        StoreOutcome::Written(epoch) => self.note_epoch(epoch),
+                        StoreOutcome::Written(0) => {}
+                        StoreOutcome::Written(epoch) => {
+                            self.note_epoch(epoch);
+                            self.applied(bucket(b'k', &op.key) as usize, epoch);
+                        }
                     }
                 }
             }
@@ -1129,6 +1143,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             Ok(epoch) => {
                 attempt.success();
                 shared.note_epoch(epoch);
+                shared.applied(bucket(b'k', &text) as usize, epoch);
             }
             Err(e) => {
                 attempt.failure();
@@ -1152,6 +1167,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             Ok((epoch, _)) => {
                 attempt.success();
                 shared.note_epoch(epoch);
+                shared.applied(bucket(b't', tag) as usize, epoch);
             }
             Err(e) => {
                 attempt.failure();
