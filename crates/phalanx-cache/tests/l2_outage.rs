@@ -45,7 +45,8 @@ async fn redis_timeouts_never_flush_or_shorten_l1_and_the_circuit_stops_the_wait
     let loaded = cache.get_with("loaded".into(), async { "L".to_owned() }).await;
     assert_eq!(loaded, "L");
 
-    // Misses: the first reads time out (10 ms each), then the circuit opens and reads skip Redis.
+    // Misses: a Redis that never completed a connection is skipped at once (the circuit is open
+    // until the pool first connects); at most a few read deadlines are ever waited for.
     let started = Instant::now();
     for i in 0..100 {
         assert_eq!(cache.get(&format!("missing{i}")).await, None);
@@ -73,6 +74,51 @@ async fn redis_timeouts_never_flush_or_shorten_l1_and_the_circuit_stops_the_wait
     assert_eq!((x, y), (None, None));
     assert!(started.elapsed() <= Duration::from_millis(10), "one probe's deadline at most");
     assert!(cache.stats().l2_writes_dropped >= 1, "stores made while the circuit is open are dropped, counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_opens_the_circuit_at_once_keeps_l1_and_l2_returns_after() {
+    let Some(server) = RedisServer::start() else {
+        skip("a_hung_redis_opens_the_circuit_at_once_keeps_l1_and_l2_returns_after", "no redis-server binary");
+        return;
+    };
+    let cache: TieredCache<String, String> = TieredCache::builder()
+        .redis(RedisSettings { command_timeout_ms: 100, ..RedisSettings::from_url(server.url()) })
+        .namespace(unique_prefix("sigstop"))
+        .l2_read_timeout(Duration::from_millis(20))
+        .l2_circuit(3, Duration::from_millis(500))
+        .build()
+        .unwrap();
+    until("subscribed", || cache.is_coherent()).await;
+    until("pool connected", || !cache.is_l2_circuit_open()).await;
+    cache.insert("k".into(), "v".into()).await;
+    cache.flush().await;
+
+    assert!(server.pause(), "SIGSTOP");
+    let started = std::time::Instant::now();
+    for i in 0..50 {
+        assert_eq!(cache.get(&format!("missing{i}")).await, None);
+    }
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_millis(200), "3 read deadlines of 20 ms, then none: {waited:?}");
+    assert!(cache.is_l2_circuit_open());
+    let stats = cache.stats();
+    assert!(stats.fallbacks >= 3 && stats.l2_short_circuits >= 45, "{stats:?}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(cache.get_local("k").as_deref(), Some("v"), "timeouts neither empty nor shorten L1");
+
+    assert!(server.resume(), "SIGCONT");
+    let started = std::time::Instant::now();
+    let mut served = None;
+    while started.elapsed() < Duration::from_secs(5) && served.is_none() {
+        cache.insert("back".into(), "B".into()).await;
+        cache.flush().await;
+        cache.clear_local();
+        served = cache.get(&"back".to_owned()).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("L2 used again {:?} after SIGCONT", started.elapsed());
+    assert_eq!(served.as_deref(), Some("B"), "L2 is used again within 5 s");
 }
 
 async fn until(what: &str, mut check: impl FnMut() -> bool) {

@@ -568,7 +568,20 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
     let mut errors = fred::prelude::EventInterface::error_rx(&subscriber);
     connect_in_background(&l2.pool);
     connect_in_background(&subscriber);
+    shared.circuit.set_ready(false);
     let weak: Weak<Shared<K, V>> = Arc::downgrade(shared);
+    let pool = l2.pool.clone();
+    let ready = weak.clone();
+    let connected = tokio::spawn(async move {
+        // Every client of the pool up (on a cluster: with its slot map); retried on error.
+        while fred::prelude::ClientLike::wait_for_connect(&pool).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(shared) = ready.upgrade() {
+            shared.circuit.set_ready(true);
+        }
+    });
+    shared.tasks.lock().push(connected);
     let task = tokio::spawn(async move {
         // While subscribed but not yet reconciled (Redis did not answer), try again this often.
         let mut retry = tokio::time::interval(Duration::from_millis(500));
