@@ -655,6 +655,23 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         self.remote_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
+    /// Redis's current epoch, as a read just returned it. Lower than one seen before: Redis lost
+    /// its data (a restart without persistence), so the epochs start again; forget the old ones,
+    /// or tokens and reconciliation would compare against numbers that no longer exist.
+    fn current_epoch(&self, epoch: u64) {
+        let seen = self.remote_epoch.load(Ordering::Acquire);
+        if epoch >= seen {
+            self.note_epoch(epoch);
+            return;
+        }
+        if self.remote_epoch.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            for applied in self.applied_epoch.iter() {
+                applied.store(0, Ordering::Release);
+            }
+            tracing::info!(seen, epoch, "cache invalidation epoch went back: Redis lost its data");
+        }
+    }
+
     /// Record that `name` (a key, `kind` b'k', or a tag, b't') was invalidated now, at this
     /// Redis epoch (`None`: not known, as for this node's own), so that loads that began
     /// earlier are not stored.
@@ -705,7 +722,10 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
     async fn reconcile(&self) -> bool {
         let Some(l2) = &self.l2 else { return true };
         let (epoch, buckets) = match l2.invalidations().await {
-            Ok(found) => found,
+            Ok(found) => {
+                self.current_epoch(found.0);
+                found
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cache reconcile: Redis did not answer; will retry");
                 return false;
@@ -869,7 +889,7 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         let (raw, read_epoch) = match l2.get(&key_text).await {
             Ok((raw, epoch)) => {
                 attempt.success();
-                self.note_epoch(epoch);
+                self.current_epoch(epoch);
                 (raw, epoch)
             }
             Err(e) => {
