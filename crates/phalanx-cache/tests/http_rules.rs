@@ -24,15 +24,24 @@ struct Origin {
     calls: Arc<AtomicUsize>,
     answer: Arc<OriginFn>,
     delay: Duration,
+    /// The first call (0-based) that is delayed.
+    delay_from: usize,
 }
 
 impl Origin {
     fn new(answer: impl Fn(&Request<Body>, usize) -> Response<Full<Bytes>> + Send + Sync + 'static) -> Self {
-        Origin { calls: Arc::default(), answer: Arc::new(answer), delay: Duration::ZERO }
+        Origin { calls: Arc::default(), answer: Arc::new(answer), delay: Duration::ZERO, delay_from: 0 }
     }
 
     fn delayed(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Calls from number `from` on take `delay`; the ones before answer at once.
+    fn delayed_from(mut self, from: usize, delay: Duration) -> Self {
+        self.delay = delay;
+        self.delay_from = from;
         self
     }
 
@@ -53,7 +62,7 @@ impl Service<Request<Body>> for Origin {
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let n = self.calls.fetch_add(1, Ordering::SeqCst);
         let response = (self.answer)(&req, n);
-        let delay = self.delay;
+        let delay = if n >= self.delay_from { self.delay } else { Duration::ZERO };
         Box::pin(async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -195,14 +204,16 @@ async fn set_cookie_responses_are_not_stored_unless_configured() {
 
 #[tokio::test(start_paused = true)]
 async fn freshness_comes_from_s_maxage_then_max_age_then_expires() {
+    // Date is now: a Date in the past would add its distance to the age (RFC 9111 §4.2.3).
     let origin = Origin::new(|req, n| match req.uri().path() {
         "/s" => reply(200, &[("cache-control", "max-age=100, s-maxage=10")], &format!("v{n}")),
         "/m" => reply(200, &[("cache-control", "max-age=20")], &format!("v{n}")),
-        _ => reply(
-            200,
-            &[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("expires", "Sun, 06 Nov 1994 08:50:07 GMT")],
-            &format!("v{n}"),
-        ),
+        _ => {
+            let now = std::time::SystemTime::now();
+            let date = httpdate::fmt_http_date(now);
+            let expires = httpdate::fmt_http_date(now + Duration::from_secs(30));
+            reply(200, &[("date", &date), ("expires", &expires)], &format!("v{n}"))
+        }
     });
     let svc = cache().build().unwrap().layer(origin);
     for path in ["/s", "/m", "/e"] {
@@ -224,12 +235,17 @@ async fn freshness_comes_from_s_maxage_then_max_age_then_expires() {
 
 #[tokio::test(start_paused = true)]
 async fn heuristic_freshness_only_when_configured() {
-    let lm: &[(&str, &str)] =
-        &[("date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("last-modified", "Sun, 06 Nov 1994 07:49:37 GMT")];
-    let svc = cache().build().unwrap().layer(numbered(lm));
+    let lm = || {
+        Origin::new(|_, n| {
+            let now = std::time::SystemTime::now();
+            let (date, lm) = (httpdate::fmt_http_date(now), httpdate::fmt_http_date(now - Duration::from_secs(3600)));
+            reply(200, &[("date", &date), ("last-modified", &lm)], &format!("v{n}"))
+        })
+    };
+    let svc = cache().build().unwrap().layer(lm());
     send(&svc, get("/")).await;
     assert_eq!(send(&svc, get("/")).await.x_cache(), "MISS");
-    let svc = cache().heuristic_freshness(true).build().unwrap().layer(numbered(lm));
+    let svc = cache().heuristic_freshness(true).build().unwrap().layer(lm());
     send(&svc, get("/")).await;
     sleep(359).await;
     assert_eq!(send(&svc, get("/")).await.x_cache(), "HIT", "10 % of an hour");
@@ -423,17 +439,19 @@ async fn unsafe_methods_invalidate_the_target_uri_and_same_origin_locations() {
         _ => reply(204, &[], ""),
     });
     let svc = cache().build().unwrap().layer(origin.clone());
+    // Keys hold the authority (from Host), so every request names it.
+    let get = |path: &str| get_with(path, &[("host", "api.example")]);
     for path in ["/items/1", "/items/2", "/items/3"] {
         send(&svc, get(path)).await;
     }
-    let put = Request::put("/items/1").body(Body::empty()).unwrap();
+    let put = Request::put("/items/1").header("host", "api.example").body(Body::empty()).unwrap();
     send(&svc, put).await;
     assert_eq!(send(&svc, get("/items/1")).await.x_cache(), "MISS");
     let post = Request::post("/items").header("host", "api.example").body(Body::empty()).unwrap();
     send(&svc, post).await;
     assert_eq!(send(&svc, get("/items/2")).await.x_cache(), "MISS", "Location is purged");
     assert_eq!(send(&svc, get("/items/3")).await.x_cache(), "HIT", "another origin's URI is not");
-    let delete = Request::delete("/items/3").body(Body::empty()).unwrap();
+    let delete = Request::delete("/items/3").header("host", "api.example").body(Body::empty()).unwrap();
     send(&svc, delete).await;
     assert_eq!(send(&svc, get("/items/3")).await.x_cache(), "HIT", "an error response invalidates nothing");
 }
@@ -652,4 +670,353 @@ async fn ten_thousand_concurrent_requests_for_one_cold_key_make_one_inner_call()
     let stats = layer.status().stats();
     assert_eq!(stats.http.misses, 1);
     assert!(stats.http.coalesced > 0);
+}
+
+// Transient refusals (503, 429) and origin failures under pressure.
+
+#[tokio::test(start_paused = true)]
+async fn a_transient_503_or_429_creates_no_pass_and_is_never_stored() {
+    for (status, headers) in [
+        (503, &[("retry-after", "1")][..]),
+        (429, &[("retry-after", "1")][..]),
+        // Even when it claims freshness, a refusal is not stored.
+        (503, &[("cache-control", "max-age=60")][..]),
+    ] {
+        let origin = Origin::new(move |_, n| match n {
+            0 => reply(status, headers, "busy"),
+            _ => reply(200, &[("cache-control", "max-age=60")], &format!("v{n}")),
+        });
+        let svc = cache().build().unwrap().layer(origin.clone());
+        let refused = send(&svc, get("/r")).await;
+        assert_eq!(refused.status.as_u16(), status);
+        let after = send(&svc, get("/r")).await;
+        assert_eq!((after.status, after.text()), (StatusCode::OK, "v1"), "the refusal was not stored");
+        let again = send(&svc, get("/r")).await;
+        assert_eq!((again.x_cache(), again.text()), ("HIT", "v1"), "and no pass kept the 200 out");
+        assert_eq!(origin.calls(), 2);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_server_error_creates_a_pass() {
+    let origin = Origin::new(|_, n| match n {
+        0 => reply(500, &[], "boom"),
+        _ => reply(200, &[("cache-control", "max-age=60")], "ok"),
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get("/e")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+    send(&svc, get("/e")).await;
+    assert_eq!(send(&svc, get("/e")).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn coalescing_stays_on_for_a_cold_key_while_the_origin_refuses() {
+    // Every answer is a shed that takes 1 s. Ten concurrent requests for the cold key make one
+    // origin call: the others wait for it and get its refusal, Retry-After included.
+    let origin =
+        Origin::new(|_, _| reply(503, &[("retry-after", "2"), ("content-type", "application/problem+json")], "{}"))
+            .delayed(Duration::from_secs(1));
+    let layer = cache().build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    assert_eq!(send(&svc, get("/cold")).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    let started = tokio::time::Instant::now();
+    let all = futures_util::future::join_all((0..10).map(|_| send(&svc, get("/cold")))).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(origin.calls(), 2, "one origin call for the ten");
+    for seen in &all {
+        assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(seen.headers[header::RETRY_AFTER], "2");
+    }
+    assert_eq!(layer.status().stats().http.coalesced, 9);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_entry_is_served_when_the_origin_refuses_or_fails() {
+    let origin = Origin::new(|_, n| match n {
+        0 => reply(200, &[("cache-control", "max-age=10")], "good"),
+        1 => reply(503, &[("retry-after", "1")], "shed"),
+        2 => reply(429, &[], "limited"),
+        _ => reply(500, &[], "broken"),
+    });
+    let svc = cache().error_grace(Duration::from_secs(30)).build().unwrap().layer(origin.clone());
+    send(&svc, get("/s")).await;
+    sleep(15).await;
+    for _ in 0..3 {
+        let r = send(&svc, get("/s")).await;
+        assert_eq!((r.status, r.x_cache(), r.text()), (StatusCode::OK, "STALE", "good"));
+    }
+    assert_eq!(origin.calls(), 4);
+    // Past freshness plus the grace: the origin's answer stands.
+    sleep(30).await;
+    assert_eq!(send(&svc, get("/s")).await.status, StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_entry_is_served_when_the_origin_times_out() {
+    let origin = Origin::new(|_, n| reply(200, &[("cache-control", "max-age=10")], &format!("v{n}")))
+        .delayed_from(1, Duration::from_secs(30));
+    let svc = cache().origin_timeout(Duration::from_secs(2)).build().unwrap().layer(origin.clone());
+    send(&svc, get("/t")).await;
+    sleep(15).await;
+    let started = tokio::time::Instant::now();
+    let r = send(&svc, get("/t")).await;
+    assert_eq!((r.x_cache(), r.text()), ("STALE", "v0"));
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_entry_is_not_served_on_refusal_when_must_revalidate_proxy_revalidate_no_cache_or_s_maxage() {
+    for cc in ["max-age=10, must-revalidate", "max-age=10, proxy-revalidate", "no-cache", "s-maxage=10"] {
+        let origin = Origin::new(move |_, n| match n {
+            0 => reply(200, &[("cache-control", cc), ("etag", "\"a\"")], "good"),
+            _ => reply(503, &[], "shed"),
+        });
+        let svc = cache().error_grace(Duration::from_secs(600)).build().unwrap().layer(origin.clone());
+        send(&svc, get("/m")).await;
+        sleep(15).await;
+        let r = send(&svc, get("/m")).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{cc}");
+    }
+}
+
+// Hostile numbers from the origin.
+
+#[tokio::test(start_paused = true)]
+async fn huge_header_numbers_saturate_instead_of_panicking() {
+    let origin = numbered(&[
+        ("cache-control", "max-age=18446744073709551615, stale-while-revalidate=18446744073709551615"),
+        ("cache-control", "stale-if-error=99999999999999999999999999"),
+        ("age", "18446744073709551615"),
+        ("expires", "Fri, 31 Dec 9999 23:59:59 GMT"),
+    ]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let first = send(&svc, get("/huge")).await;
+    assert_eq!(first.status, StatusCode::OK);
+    // Age 2^31 against max-age 2^31 (both saturated): stored, but not fresh.
+    assert!(first.age().unwrap() >= 1 << 31);
+    let origin = numbered(&[("cache-control", "max-age=18446744073709551615, stale-if-error=18446744073709551615")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get("/huge")).await.x_cache(), "MISS");
+    sleep(1_000_000).await;
+    assert_eq!(send(&svc, get("/huge")).await.x_cache(), "HIT");
+    assert_eq!(origin.calls(), 1);
+}
+
+// Stale-while-revalidate through an axum router.
+
+#[tokio::test(start_paused = true)]
+async fn stale_while_revalidate_refresh_keeps_the_path_parameters_of_an_axum_route() {
+    use axum::{extract::Path, routing::get as route_get, Router};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let handler = {
+        let calls = Arc::clone(&calls);
+        move |Path(id): Path<u32>| {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { ([("cache-control", "max-age=10, stale-while-revalidate=60")], format!("item {id} v{n}")) }
+        }
+    };
+    let app = Router::new().route("/items/{id}", route_get(handler)).layer(cache().build().unwrap());
+    let text = |r: Response<Body>| async move {
+        let x = r.headers()["x-cache"].to_str().unwrap().to_owned();
+        (x, String::from_utf8(r.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap())
+    };
+    assert_eq!(text(app.clone().oneshot(get("/items/7")).await.unwrap()).await, ("MISS".into(), "item 7 v0".into()));
+    sleep(12).await;
+    assert_eq!(text(app.clone().oneshot(get("/items/7")).await.unwrap()).await, ("STALE".into(), "item 7 v0".into()));
+    sleep(1).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the refresh reached the handler");
+    assert_eq!(text(app.clone().oneshot(get("/items/7")).await.unwrap()).await, ("HIT".into(), "item 7 v1".into()));
+}
+
+// Keys.
+
+#[tokio::test(start_paused = true)]
+async fn the_key_is_the_target_uri_with_scheme_and_authority() {
+    let origin = Origin::new(|req, n| {
+        let host = req.headers().get(header::HOST).map_or("-", |h| h.to_str().unwrap()).to_owned();
+        reply(200, &[("cache-control", "max-age=60")], &format!("{host} v{n}"))
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get_with("/p", &[("host", "a.example")])).await.text(), "a.example v0");
+    assert_eq!(send(&svc, get_with("/p", &[("host", "b.example")])).await.text(), "b.example v1");
+    assert_eq!(send(&svc, get_with("/p", &[("host", "A.Example")])).await.text(), "a.example v0");
+    assert_eq!(send(&svc, get("http://b.example/p")).await.text(), "b.example v1");
+    assert_eq!(send(&svc, get("https://b.example/p")).await.x_cache(), "MISS", "another scheme, another resource");
+
+    let single = cache().single_host(true).build().unwrap().layer(origin.clone());
+    send(&single, get_with("/p", &[("host", "a.example")])).await;
+    assert_eq!(send(&single, get_with("/p", &[("host", "b.example")])).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn cache_tag_is_never_sent_to_clients() {
+    let origin = numbered(&[("cache-control", "max-age=60"), ("cache-tag", "item:1"), ("surrogate-key", "s1")]);
+    let layer = cache().build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    let miss = send(&svc, get("/tagged")).await;
+    let hit = send(&svc, get("/tagged")).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    for seen in [&miss, &hit] {
+        assert!(!seen.headers.contains_key("cache-tag") && !seen.headers.contains_key("surrogate-key"));
+    }
+    layer.purge_tag("item:1").await;
+    assert_eq!(send(&svc, get("/tagged")).await.text(), "v1", "the tag still purges");
+    let uncached = Origin::new(|_, _| reply(200, &[("cache-control", "no-store"), ("cache-tag", "x")], "live"));
+    let svc = cache().build().unwrap().layer(uncached);
+    assert!(!send(&svc, get("/live")).await.headers.contains_key("cache-tag"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn declared_query_parameters_make_the_key_and_others_are_ignored_or_refused() {
+    let origin = numbered(&[("cache-control", "max-age=60")]);
+    let svc = cache().key_query(["page", "sort"]).build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get("/list?page=1&r=123")).await.text(), "v0");
+    assert_eq!(send(&svc, get("/list?r=999&page=1")).await.text(), "v0");
+    assert_eq!(send(&svc, get("/list?sort=a&page=1")).await.text(), "v1");
+    assert_eq!(send(&svc, get("/list?page=1&sort=a&utm=x")).await.text(), "v1", "order does not matter");
+    assert_eq!(send(&svc, get("/list?page=2")).await.text(), "v2");
+    assert_eq!(send(&svc, get("/list?r=1")).await.text(), "v3");
+    assert_eq!(send(&svc, get("/list")).await.text(), "v3");
+
+    let strict = cache().key_query(["page"]).unknown_query(phalanx_cache::http::UnknownQuery::Reject).build().unwrap();
+    let svc = strict.layer(origin.clone());
+    let refused = send(&svc, get("/list?page=1&r=5")).await;
+    assert_eq!(refused.status, StatusCode::BAD_REQUEST);
+    assert_eq!(refused.headers[header::CONTENT_TYPE], "application/problem+json");
+    assert_eq!(origin.calls(), 4, "a refused query never reaches the handler");
+    assert_eq!(send(&svc, get("/list?page=1")).await.status, StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn distinct_random_query_strings_keep_the_entry_count_bounded() {
+    // 200,000 distinct `?r=` values (the 1,000,000 run is the `http_keys` bench): with the
+    // route's key parameters declared, one entry and one origin call.
+    let origin = numbered(&[("cache-control", "max-age=3600")]);
+    let layer = cache().key_query(["page"]).build().unwrap();
+    let svc = layer.clone().layer(origin.clone());
+    for i in 0..200_000u32 {
+        let r = svc.clone().oneshot(get(&format!("/items?page=1&r={i}"))).await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+    layer.store().run_pending_tasks();
+    assert_eq!(origin.calls(), 1);
+    assert_eq!(layer.status().stats().l1_entries, 1);
+}
+
+// RFC gaps, one test per rule.
+
+#[tokio::test(start_paused = true)]
+async fn targeted_cdn_cache_control_takes_precedence_over_cache_control() {
+    let origin = numbered(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/cdn")).await;
+    let hit = send(&svc, get("/cdn")).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert_eq!(hit.headers[header::CACHE_CONTROL], "no-store", "Cache-Control still reaches the client");
+    // An invalid targeted field is ignored: Cache-Control rules.
+    let origin = numbered(&[("cache-control", "no-store"), ("cdn-cache-control", "max-age=60, =oops")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/cdn")).await;
+    assert_eq!(send(&svc, get("/cdn")).await.x_cache(), "MISS");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_phalanx_target_field_beats_cdn_cache_control_and_stays_internal() {
+    let origin = numbered(&[
+        ("cdn-cache-control", "no-store"),
+        ("phalanx-cache-control", "max-age=60"),
+        ("cache-control", "private"),
+    ]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    assert!(!send(&svc, get("/t")).await.headers.contains_key("phalanx-cache-control"));
+    let hit = send(&svc, get("/t")).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert!(!hit.headers.contains_key("phalanx-cache-control"));
+    // A field of the deployment's own choosing.
+    let origin = numbered(&[("cache-control", "no-store"), ("edge-control", "max-age=60")]);
+    let svc = cache().target_fields(["Edge-Control"]).build().unwrap().layer(origin.clone());
+    send(&svc, get("/t")).await;
+    assert_eq!(send(&svc, get("/t")).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn stored_headers_named_in_connection_are_dropped() {
+    let origin =
+        numbered(&[("cache-control", "max-age=60"), ("connection", "x-hop, close"), ("x-hop", "1"), ("x-end", "2")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/c")).await;
+    let hit = send(&svc, get("/c")).await;
+    assert_eq!(hit.x_cache(), "HIT");
+    assert!(!hit.headers.contains_key("x-hop") && !hit.headers.contains_key(header::CONNECTION));
+    assert_eq!(hit.headers["x-end"], "2");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unsafe_methods_of_unknown_safety_invalidate_the_target_uri() {
+    let origin = numbered(&[("cache-control", "max-age=60")]);
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/u")).await;
+    let frob = Request::builder().method("FROB").uri("/u").body(Body::empty()).unwrap();
+    send(&svc, frob).await;
+    assert_eq!(send(&svc, get("/u")).await.x_cache(), "MISS");
+    // OPTIONS is safe: no invalidation.
+    let options = Request::builder().method(Method::OPTIONS).uri("/u").body(Body::empty()).unwrap();
+    send(&svc, options).await;
+    assert_eq!(send(&svc, get("/u")).await.x_cache(), "HIT");
+}
+
+#[tokio::test(start_paused = true)]
+async fn interim_1xx_responses_are_never_stored() {
+    let origin = Origin::new(|_, n| match n {
+        0 => reply(103, &[("cache-control", "max-age=60"), ("link", "</a.css>; rel=preload")], ""),
+        _ => reply(200, &[("cache-control", "max-age=60")], "final"),
+    });
+    let svc = cache().pass_ttl(Duration::ZERO).build().unwrap().layer(origin.clone());
+    assert_eq!(send(&svc, get("/i")).await.status.as_u16(), 103);
+    assert_eq!(send(&svc, get("/i")).await.text(), "final");
+}
+
+#[tokio::test(start_paused = true)]
+async fn age_that_is_not_a_non_negative_integer_is_ignored_and_a_list_uses_its_first_member() {
+    for (age, expected) in
+        [("abc", 0), ("+5", 0), ("-5", 0), ("1.5", 0), ("30, 40", 30), ("99999999999999999999", 1 << 31)]
+    {
+        let origin =
+            Origin::new(move |_, _| reply(200, &[("cache-control", "max-age=600000000000"), ("age", age)], "a"));
+        let svc = cache().build().unwrap().layer(origin);
+        assert_eq!(send(&svc, get("/a")).await.age(), Some(expected), "Age: {age}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn range_requests_are_served_from_a_stored_complete_response() {
+    let origin = Origin::new(|_, _| reply(200, &[("cache-control", "max-age=60"), ("etag", "\"e\"")], "0123456789"));
+    let svc = cache().build().unwrap().layer(origin.clone());
+    send(&svc, get("/r")).await;
+    let part = send(&svc, get_with("/r", &[("range", "bytes=2-5")])).await;
+    assert_eq!((part.status, part.text()), (StatusCode::PARTIAL_CONTENT, "2345"));
+    assert_eq!(part.headers[header::CONTENT_RANGE], "bytes 2-5/10");
+    assert_eq!(part.headers[header::CONTENT_LENGTH], "4");
+    let suffix = send(&svc, get_with("/r", &[("range", "bytes=-3")])).await;
+    assert_eq!((suffix.status, suffix.text()), (StatusCode::PARTIAL_CONTENT, "789"));
+    let none = send(&svc, get_with("/r", &[("range", "bytes=10-")])).await;
+    assert_eq!(none.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(none.headers[header::CONTENT_RANGE], "bytes */10");
+    let stale_validator = send(&svc, get_with("/r", &[("range", "bytes=0-1"), ("if-range", "\"old\"")])).await;
+    assert_eq!((stale_validator.status, stale_validator.text()), (StatusCode::OK, "0123456789"));
+    let matching = send(&svc, get_with("/r", &[("range", "bytes=0-1"), ("if-range", "\"e\"")])).await;
+    assert_eq!((matching.status, matching.text()), (StatusCode::PARTIAL_CONTENT, "01"));
+    assert_eq!(origin.calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn apparent_age_is_computed_from_date() {
+    let origin = Origin::new(|_, n| {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(100));
+        reply(200, &[("cache-control", "max-age=60"), ("date", &date)], &format!("v{n}"))
+    });
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let first = send(&svc, get("/d")).await;
+    assert!(first.age().unwrap() >= 100, "Age {:?}", first.age());
+    assert_eq!(send(&svc, get("/d")).await.x_cache(), "MISS", "100 s old against max-age 60: stale on arrival");
 }

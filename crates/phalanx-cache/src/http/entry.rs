@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::time::Instant;
 
-use super::directives::{split_list, Directives};
+use super::directives::{parse_delta, split_list, Directives, MAX_DELTA_SECONDS};
 
 /// A response held by the HTTP cache (or, for a URL whose responses vary, the marker naming the
 /// request headers they vary on). Cheap to clone.
@@ -38,12 +38,15 @@ pub(crate) struct Stored {
     pub(crate) body: Bytes,
     /// When the response (or its last validation) was received.
     pub(crate) stored_at: Instant,
-    /// Its age then (the `Age` it came with), seconds.
+    /// Its age then (RFC 9111 §4.2.3: the larger of the apparent age from `Date` and the `Age`
+    /// it came with plus the response delay), seconds, at most 2^31.
     pub(crate) initial_age: u64,
     /// Freshness lifetime; zero for `no-cache` responses.
     pub(crate) fresh_for: Duration,
     pub(crate) stale_while_revalidate: Duration,
     pub(crate) stale_if_error: Duration,
+    /// Never served stale without validation: `must-revalidate`, `proxy-revalidate`, `no-cache`
+    /// or `s-maxage` (RFC 9111 §4.2.4, §5.2.2).
     pub(crate) must_revalidate: bool,
     /// `headers` plus `Age` and the status header, made on the first hit, so that a hit only
     /// clones it and overwrites two values in place (no growth of the map).
@@ -85,24 +88,25 @@ impl CachedResponse {
 
     /// Current age in seconds (RFC 9111 §4.2.3).
     pub(crate) fn age(&self, now: Instant) -> u64 {
-        self.0.initial_age + now.saturating_duration_since(self.0.stored_at).as_secs()
+        self.0.initial_age.saturating_add(now.saturating_duration_since(self.0.stored_at).as_secs())
+    }
+
+    fn current_age(&self, now: Instant) -> Duration {
+        Duration::from_secs(self.0.initial_age).saturating_add(now.saturating_duration_since(self.0.stored_at))
     }
 
     /// How long past its freshness lifetime it is (zero while fresh).
     pub(crate) fn staleness(&self, now: Instant) -> Duration {
-        let age = Duration::from_secs(self.0.initial_age) + now.saturating_duration_since(self.0.stored_at);
-        age.saturating_sub(self.0.fresh_for)
+        self.current_age(now).saturating_sub(self.0.fresh_for)
     }
 
     pub(crate) fn is_fresh(&self, now: Instant) -> bool {
-        let age = Duration::from_secs(self.0.initial_age) + now.saturating_duration_since(self.0.stored_at);
-        age < self.0.fresh_for
+        self.current_age(now) < self.0.fresh_for
     }
 
     /// Seconds of freshness left.
     pub(crate) fn fresh_left(&self, now: Instant) -> u64 {
-        let age = Duration::from_secs(self.0.initial_age) + now.saturating_duration_since(self.0.stored_at);
-        self.0.fresh_for.saturating_sub(age).as_secs()
+        self.0.fresh_for.saturating_sub(self.current_age(now)).as_secs()
     }
 
     pub(crate) fn etag(&self) -> Option<&HeaderValue> {
@@ -131,10 +135,12 @@ impl CachedResponse {
 
     /// This response refreshed by a 304: the 304's headers replace the stored ones of the same
     /// name (RFC 9111 §4.3.4), and freshness restarts from now.
-    pub(crate) fn refreshed(&self, not_modified: &HeaderMap, rules: &Rules) -> Option<CachedResponse> {
+    pub(crate) fn refreshed(&self, not_modified: &HeaderMap, rules: &Rules, sent: Instant) -> Option<CachedResponse> {
         let mut headers = self.0.headers.clone();
+        let connection = connection_names(not_modified);
         for name in not_modified.keys() {
-            if name == header::CONTENT_LENGTH || is_hop_by_hop(name) || name == header::AGE {
+            if name == header::CONTENT_LENGTH || is_hop_by_hop(name) || name == header::AGE || connection.contains(name)
+            {
                 continue;
             }
             headers.remove(name);
@@ -142,7 +148,7 @@ impl CachedResponse {
                 headers.append(name.clone(), value.clone());
             }
         }
-        let directives = Directives::from_headers(&headers);
+        let directives = Directives::for_response(&headers, &rules.targets);
         let lifetime = rules.freshness(self.0.status, &headers, &directives)?;
         Some(CachedResponse(Arc::new(Stored {
             marker: false,
@@ -151,7 +157,7 @@ impl CachedResponse {
             headers,
             body: self.0.body.clone(),
             stored_at: Instant::now(),
-            initial_age: age_header(not_modified),
+            initial_age: initial_age(not_modified, sent),
             fresh_for: lifetime.fresh_for,
             stale_while_revalidate: lifetime.stale_while_revalidate,
             stale_if_error: lifetime.stale_if_error,
@@ -165,7 +171,10 @@ impl CachedResponse {
     pub(crate) fn keep_for(&self, stale_retention: Duration) -> Duration {
         let s = &self.0;
         let extra = s.stale_while_revalidate.max(s.stale_if_error).max(stale_retention);
-        (s.fresh_for + extra).saturating_sub(Duration::from_secs(s.initial_age)).max(Duration::from_millis(1))
+        s.fresh_for
+            .saturating_add(extra)
+            .saturating_sub(Duration::from_secs(s.initial_age))
+            .clamp(Duration::from_millis(1), Duration::from_secs(MAX_DELTA_SECONDS))
     }
 }
 
@@ -177,8 +186,37 @@ pub(crate) fn parse_date(value: &HeaderValue) -> Option<SystemTime> {
     httpdate::parse_http_date(value.to_str().ok()?).ok()
 }
 
+/// The `Age` a response came with (RFC 9111 §5.1): of a list, the first member; a value that is
+/// not a non-negative integer is ignored (0); a huge one saturates at 2^31.
 pub(crate) fn age_header(headers: &HeaderMap) -> u64 {
-    headers.get(header::AGE).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+    let Some(value) = headers.get(header::AGE).and_then(|v| v.to_str().ok()) else { return 0 };
+    let first = value.split(',').next().unwrap_or("").trim_matches([' ', '\t']);
+    parse_delta(first).unwrap_or(0)
+}
+
+/// The age of a response just received (RFC 9111 §4.2.3): the larger of its apparent age (now
+/// less its `Date`, never negative) and its `Age` plus the time the request took.
+pub(crate) fn initial_age(headers: &HeaderMap, sent: Instant) -> u64 {
+    let response_delay = Instant::now().saturating_duration_since(sent).as_secs();
+    let corrected = age_header(headers).saturating_add(response_delay);
+    let apparent = headers
+        .get(header::DATE)
+        .and_then(parse_date)
+        .and_then(|date| SystemTime::now().duration_since(date).ok())
+        .map_or(0, |d| d.as_secs());
+    apparent.max(corrected).min(MAX_DELTA_SECONDS)
+}
+
+/// The fields the `Connection` header names: hop-by-hop for this message (RFC 9110 §7.6.1), so
+/// never stored (RFC 9111 §3.1).
+pub(crate) fn connection_names(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(split_list)
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+        .collect()
 }
 
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
@@ -203,6 +241,8 @@ pub(crate) struct Rules {
     pub(crate) default_ttl: Option<Duration>,
     pub(crate) heuristic: bool,
     pub(crate) store_set_cookie: bool,
+    /// Targeted cache-control fields (RFC 9213) this cache obeys, most specific first.
+    pub(crate) targets: Vec<HeaderName>,
 }
 
 /// Status codes a cache may store without explicit freshness (RFC 9110 §15.1).
@@ -214,7 +254,7 @@ impl Rules {
     /// Freshness of a response this cache may store, or `None` when it may not be stored
     /// for lack of any freshness information.
     pub(crate) fn freshness(&self, status: StatusCode, headers: &HeaderMap, d: &Directives) -> Option<Lifetime> {
-        let secs = Duration::from_secs;
+        let secs = |s: u64| Duration::from_secs(s.min(MAX_DELTA_SECONDS));
         let explicit = if let Some(s) = d.s_maxage {
             Some(secs(s))
         } else if let Some(m) = d.max_age {
@@ -223,7 +263,7 @@ impl Rules {
             // An invalid Expires means "already expired" (RFC 9111 §5.3).
             let expires = parse_date(expires).unwrap_or(SystemTime::UNIX_EPOCH);
             let date = headers.get(header::DATE).and_then(parse_date).unwrap_or_else(SystemTime::now);
-            Some(expires.duration_since(date).unwrap_or_default())
+            Some(expires.duration_since(date).unwrap_or_default().min(secs(MAX_DELTA_SECONDS)))
         } else {
             None
         };
@@ -245,8 +285,9 @@ impl Rules {
             fresh_for: if d.no_cache { Duration::ZERO } else { fresh_for },
             stale_while_revalidate: d.stale_while_revalidate.map_or(Duration::ZERO, secs),
             stale_if_error: d.stale_if_error.map_or(Duration::ZERO, secs),
-            // s-maxage implies proxy-revalidate for a shared cache (RFC 9111 §5.2.2.10).
-            must_revalidate: d.must_revalidate || d.s_maxage.is_some(),
+            // s-maxage implies proxy-revalidate for a shared cache (RFC 9111 §5.2.2.10); no-cache
+            // forbids any use without validation (§5.2.2.4).
+            must_revalidate: d.must_revalidate || d.s_maxage.is_some() || d.no_cache,
         })
     }
 
@@ -266,7 +307,7 @@ impl Rules {
         if status.is_informational() {
             return None;
         }
-        let d = Directives::from_headers(headers);
+        let d = Directives::for_response(headers, &self.targets);
         if d.no_store || d.private {
             return None;
         }
@@ -290,11 +331,12 @@ pub(crate) struct Admitted {
 
 impl Admitted {
     /// The entry to store once the whole body is at hand.
-    pub(crate) fn store(self, status: StatusCode, headers: &HeaderMap, body: Bytes) -> CachedResponse {
+    pub(crate) fn store(self, status: StatusCode, headers: &HeaderMap, body: Bytes, sent: Instant) -> CachedResponse {
         let Admitted { vary, lifetime } = self;
         let mut stored_headers = HeaderMap::with_capacity(headers.len());
+        let connection = connection_names(headers);
         for (name, value) in headers {
-            if is_hop_by_hop(name) || name == header::AGE {
+            if is_hop_by_hop(name) || name == header::AGE || connection.contains(name) {
                 continue;
             }
             stored_headers.append(name.clone(), value.clone());
@@ -307,7 +349,7 @@ impl Admitted {
             headers: stored_headers,
             body,
             stored_at: Instant::now(),
-            initial_age: age_header(headers),
+            initial_age: initial_age(headers, sent),
             fresh_for: lifetime.fresh_for,
             stale_while_revalidate: lifetime.stale_while_revalidate,
             stale_if_error: lifetime.stale_if_error,
@@ -383,7 +425,7 @@ impl Serialize for CachedResponse {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let s = &self.0;
         let resident = Instant::now().saturating_duration_since(s.stored_at);
-        let stored_wall = SystemTime::now() - resident;
+        let stored_wall = SystemTime::now().checked_sub(resident).unwrap_or(SystemTime::UNIX_EPOCH);
         Wire {
             marker: s.marker,
             vary: s.vary.iter().map(|n| n.as_str().to_owned()).collect(),
@@ -421,7 +463,8 @@ impl<'de> Deserialize<'de> for CachedResponse {
             .map(|n| HeaderName::from_bytes(n.as_bytes()))
             .collect::<Result<Vec<_>, _>>()
             .map_err(D::Error::custom)?;
-        let stored_wall = SystemTime::UNIX_EPOCH + Duration::from_millis(w.stored_unix_ms);
+        let stored_wall =
+            SystemTime::UNIX_EPOCH.checked_add(Duration::from_millis(w.stored_unix_ms)).unwrap_or_else(SystemTime::now);
         let resident = SystemTime::now().duration_since(stored_wall).unwrap_or_default();
         let now = Instant::now();
         Ok(CachedResponse(Arc::new(Stored {
@@ -431,10 +474,11 @@ impl<'de> Deserialize<'de> for CachedResponse {
             headers,
             body: w.body,
             stored_at: now.checked_sub(resident).unwrap_or(now),
-            initial_age: w.initial_age,
-            fresh_for: Duration::from_millis(w.fresh_for_ms),
-            stale_while_revalidate: Duration::from_secs(w.swr_s),
-            stale_if_error: Duration::from_secs(w.sie_s),
+            // L2 is shared: its figures are bounded like an origin's.
+            initial_age: w.initial_age.min(MAX_DELTA_SECONDS),
+            fresh_for: Duration::from_millis(w.fresh_for_ms).min(Duration::from_secs(MAX_DELTA_SECONDS)),
+            stale_while_revalidate: Duration::from_secs(w.swr_s.min(MAX_DELTA_SECONDS)),
+            stale_if_error: Duration::from_secs(w.sie_s.min(MAX_DELTA_SECONDS)),
             must_revalidate: w.must_revalidate,
             served: std::sync::OnceLock::new(),
         })))

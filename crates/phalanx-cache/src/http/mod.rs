@@ -29,9 +29,10 @@ mod body;
 mod directives;
 mod entry;
 mod layer;
+mod range;
 mod service;
 
 pub use body::SplicedBody;
 pub use entry::CachedResponse;
-pub use layer::{CacheLayer, CacheLayerBuilder, HttpCacheConfig, HttpStore, KeyFn};
+pub use layer::{CacheLayer, CacheLayerBuilder, HttpCacheConfig, HttpStore, KeyFn, UnknownQuery};
 pub use service::{CacheBody, CacheService, ResponseFuture};

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use phalanx_core::LayerBody;
+use phalanx_core::{LayerBody, Problem};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
@@ -26,6 +26,7 @@ use super::{
     directives::Directives,
     entry::{variant_key, CachedResponse},
     layer::{key_tag, State},
+    range::{self, Ranged},
 };
 use crate::{
     coalesce::{self, Join},
@@ -85,6 +86,38 @@ fn judge(entry: &CachedResponse, req: &Directives, now: Instant) -> Use {
     Use::Revalidate
 }
 
+/// What a leader tells the requests that waited for its load.
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    /// Look in storage: the response was stored, or there is nothing to share.
+    Done,
+    /// The origin refused, failed or timed out, and nothing was stored: serve the stale copy at
+    /// hand if it may be served on error, else the origin's refusal when the leader could keep
+    /// it, rather than each asking an origin that is refusing.
+    Failed(Option<Arc<Refusal>>),
+}
+
+/// A transient answer (503, 429, another 5xx) small enough to hand to every waiting request.
+pub(crate) struct Refusal {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+/// The largest refusal body kept to share with waiting requests.
+const MAX_REFUSAL_BODY: usize = 16 * 1024;
+
+/// Refusals made under load (a shed, a rate limit, an exhausted pool, an open breaker): never
+/// stored, never a reason to skip the cache.
+fn is_transient(status: StatusCode) -> bool {
+    matches!(status, StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS)
+}
+
+/// Answers after which a stale copy may stand in for the origin's (RFC 9111 §4.2.4, RFC 5861).
+fn is_failure(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || status == StatusCode::REQUEST_TIMEOUT
+}
+
 const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
 const STALE: HeaderValue = HeaderValue::from_static("STALE");
@@ -98,6 +131,27 @@ fn age_value(age: u64) -> HeaderValue {
 }
 
 impl State {
+    /// Whether this stored response may be served in place of a refused, failed or timed-out
+    /// origin answer: within `stale-if-error` or the layer's error grace, and never when its
+    /// headers demand validation (RFC 9111 §4.2.4).
+    fn may_serve_on_error(&self, entry: &CachedResponse, now: Instant) -> bool {
+        !entry.0.must_revalidate && entry.staleness(now) <= entry.0.stale_if_error.max(self.error_grace)
+    }
+
+    /// Drop the fields no client may see.
+    fn scrub(&self, headers: &mut HeaderMap) {
+        for name in self.internal.iter() {
+            headers.remove(name);
+        }
+    }
+
+    fn refusal<B: Body>(&self, refusal: &Refusal, how: HeaderValue) -> Response<CacheBody<B>> {
+        let mut response = Response::new(LayerBody::full(refusal.body.clone()));
+        *response.status_mut() = refusal.status;
+        *response.headers_mut() = refusal.headers.clone();
+        self.marked(response, how)
+    }
+
     /// The stored response this request selects, from L1 only.
     fn lookup_local(&self, key: &str, request: &HeaderMap, now: Instant) -> Option<CachedResponse> {
         let entry = self.store.get_local_at(key, now)?;
@@ -165,12 +219,16 @@ impl State {
             || request.contains_key(header::IF_MODIFIED_SINCE))
             && stored.status == StatusCode::OK
             && entry.matches_conditional(request);
-        let (status, body) = if conditional {
-            (StatusCode::NOT_MODIFIED, LayerBody::empty())
-        } else if method == Method::HEAD {
-            (stored.status, LayerBody::empty())
-        } else {
-            (stored.status, LayerBody::full(stored.body.clone()))
+        let ranged = if conditional { Ranged::Full } else { range::select(entry, request) };
+        let (status, body) = match &ranged {
+            _ if conditional => (StatusCode::NOT_MODIFIED, LayerBody::empty()),
+            Ranged::Unsatisfiable => (StatusCode::RANGE_NOT_SATISFIABLE, LayerBody::empty()),
+            Ranged::Part { .. } if method == Method::HEAD => (StatusCode::PARTIAL_CONTENT, LayerBody::empty()),
+            Ranged::Full if method == Method::HEAD => (stored.status, LayerBody::empty()),
+            Ranged::Part { start, end } => {
+                (StatusCode::PARTIAL_CONTENT, LayerBody::full(stored.body.slice(*start..*end)))
+            }
+            Ranged::Full => (stored.status, LayerBody::full(stored.body.clone())),
         };
         let mut response = Response::new(body);
         *response.status_mut() = status;
@@ -182,11 +240,24 @@ impl State {
                 served.extend(stored.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
                 served.insert(header::AGE, HeaderValue::from_static("0"));
                 served.insert(self.status_header.clone(), HIT);
+                self.scrub(&mut served);
                 served
             })
             .clone();
         if conditional {
             headers.remove(header::CONTENT_LENGTH);
+        }
+        match ranged {
+            Ranged::Full => {}
+            Ranged::Part { start, end } => {
+                let total = stored.body.len();
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+                headers.insert(header::CONTENT_RANGE, range::content_range(start, end, total));
+            }
+            Ranged::Unsatisfiable => {
+                headers.remove(header::CONTENT_LENGTH);
+                headers.insert(header::CONTENT_RANGE, range::unsatisfied_range(stored.body.len()));
+            }
         }
         headers.insert(header::AGE, age_value(entry.age(now)));
         headers.insert(self.status_header.clone(), how);
@@ -194,6 +265,7 @@ impl State {
     }
 
     fn marked<B>(&self, mut response: Response<B>, how: HeaderValue) -> Response<B> {
+        self.scrub(response.headers_mut());
         response.headers_mut().insert(self.status_header.clone(), how);
         response
     }
@@ -222,13 +294,20 @@ where
         let state = Arc::clone(&self.state);
         match *request.method() {
             Method::GET | Method::HEAD => {}
-            Method::POST | Method::PUT | Method::PATCH | Method::DELETE => {
-                return ResponseFuture::boxed(Box::pin(unsafe_method(state, inner, request)));
-            }
-            _ => return ResponseFuture::boxed(Box::pin(pass(inner, request))),
+            // Safe, and never stored.
+            Method::OPTIONS | Method::TRACE => return ResponseFuture::boxed(Box::pin(pass(state, inner, request))),
+            // Unsafe, or of unknown safety: both invalidate (RFC 9111 §4.4).
+            _ => return ResponseFuture::boxed(Box::pin(unsafe_method(state, inner, request))),
+        }
+        if state.refuses_query(request.uri()) {
+            let problem = Problem::new(StatusCode::BAD_REQUEST)
+                .with_type("https://phalanx.dev/problems/unknown-query-parameter")
+                .with_title("Unknown query parameter")
+                .with_detail("this resource accepts only the query parameters it declares");
+            return ResponseFuture::ready(problem.into_response());
         }
         let Some(key) = state.key(request.uri(), request.headers()) else {
-            return ResponseFuture::boxed(Box::pin(pass(inner, request)));
+            return ResponseFuture::boxed(Box::pin(pass(state, inner, request)));
         };
         let directives = if request.headers().contains_key(header::CACHE_CONTROL) {
             Directives::from_headers(request.headers())
@@ -253,8 +332,9 @@ where
     }
 }
 
-/// Not cacheable: straight to the inner service.
+/// Not cacheable: straight to the inner service (only the internal fields are removed).
 async fn pass<S, ReqBody, ResBody>(
+    state: Arc<State>,
     mut inner: S,
     request: Request<ReqBody>,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
@@ -262,7 +342,8 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
 {
-    let response = inner.call(request).await?;
+    let mut response = inner.call(request).await?;
+    state.scrub(response.headers_mut());
     Ok(response.map(|b| LayerBody::inner(SplicedBody::new(b))))
 }
 
@@ -276,11 +357,11 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ResBody: Body,
 {
-    let response = pass(inner, request).await?;
+    let response = pass(Arc::clone(&state), inner, request).await?;
     Ok(state.marked(response, MISS))
 }
 
-/// POST, PUT, PATCH, DELETE: a non-error response invalidates the target URI and the same-origin
+/// POST, PUT, PATCH, DELETE and methods of unknown safety: a non-error response invalidates the target URI and the same-origin
 /// `Location` / `Content-Location` (RFC 9111 §4.4), on every node.
 async fn unsafe_method<S, ReqBody, ResBody>(
     state: Arc<State>,
@@ -293,7 +374,8 @@ where
 {
     let uri = request.uri().clone();
     let headers = request.headers().clone();
-    let response = inner.call(request).await?;
+    let mut response = inner.call(request).await?;
+    state.scrub(response.headers_mut());
     let status = response.status();
     if status.is_success() || status.is_redirection() {
         let mut keys = Vec::with_capacity(3);
@@ -377,7 +459,7 @@ where
     if request.method() == Method::HEAD {
         // A HEAD response has no body to store; HEAD is served from stored GET responses only.
         bump(&counters.http.misses);
-        let response = Box::pin(pass(inner, request)).await?;
+        let response = Box::pin(pass(Arc::clone(&state), inner, request)).await?;
         return Ok(state.marked(response, MISS));
     }
     match state.loads.join(&key) {
@@ -389,12 +471,15 @@ where
                 bump(&counters.http.hits);
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
             }
-            let response = fetch(&state, inner, request, &key, &directives, entry).await;
-            leader.complete(());
+            let mut outcome = Outcome::Done;
+            let response = fetch(&state, inner, request, &key, &directives, entry, &mut outcome).await;
+            leader.complete(outcome);
             response
         }
         Join::Follower(rx) => {
-            let _ = Box::pin(tokio::time::timeout(state.coalesce_timeout, coalesce::wait(rx))).await;
+            // Waiting is the point under overload too: a cold key makes one origin call, and
+            // its refusal, if it is one, answers the others.
+            let outcome = Box::pin(tokio::time::timeout(state.coalesce_timeout, coalesce::wait(rx))).await;
             let now = Instant::now();
             if let Some(fresh) =
                 state.peek_local(&key, request.headers()).filter(|e| judge(e, &directives, now) == Use::Fresh)
@@ -403,8 +488,21 @@ where
                 bump(&counters.http.hits);
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
             }
+            if let Ok(Some(Outcome::Failed(refusal))) = outcome {
+                if let Some(stale) = entry.as_ref().filter(|e| state.may_serve_on_error(e, now)) {
+                    bump(&counters.http.coalesced);
+                    bump(&counters.http.stale);
+                    return Ok(state.respond(stale, request.method(), request.headers(), now, STALE));
+                }
+                if let Some(refusal) = refusal {
+                    bump(&counters.http.coalesced);
+                    bump(&counters.http.misses);
+                    return Ok(state.refusal(&refusal, MISS));
+                }
+            }
             // The leader's response could not be shared (or took too long): ask ourselves.
-            Box::pin(fetch(&state, inner, request, &key, &directives, entry)).await
+            let mut ignored = Outcome::Done;
+            Box::pin(fetch(&state, inner, request, &key, &directives, entry, &mut ignored)).await
         }
     }
 }
@@ -430,6 +528,9 @@ fn spawn_refresh<S, ReqBody, ResBody>(
     *refresh.uri_mut() = request.uri().clone();
     *refresh.headers_mut() = request.headers().clone();
     *refresh.version_mut() = request.version();
+    // What routing put there (axum's path parameters, matched route) and what outer layers
+    // added: the handler needs them as much for the refresh as for the request.
+    *refresh.extensions_mut() = request.extensions().clone();
     let state = Arc::clone(state);
     let key = key.to_owned();
     let entry = entry.clone();
@@ -437,13 +538,14 @@ fn spawn_refresh<S, ReqBody, ResBody>(
         if futures_util::future::poll_fn(|cx| inner.poll_ready(cx)).await.is_err() {
             return;
         }
-        let _ = fetch(&state, inner, refresh, &key, &Directives::default(), Some(entry)).await;
-        leader.complete(());
+        let mut outcome = Outcome::Done;
+        let _ = fetch(&state, inner, refresh, &key, &Directives::default(), Some(entry), &mut outcome).await;
+        leader.complete(outcome);
     });
 }
 
 /// Ask the inner service — conditionally when a stale response with validators is at hand —
-/// and store what may be stored.
+/// and store what may be stored. `outcome` tells the waiting requests what became of it.
 async fn fetch<S, ReqBody, ResBody>(
     state: &State,
     mut inner: S,
@@ -451,6 +553,7 @@ async fn fetch<S, ReqBody, ResBody>(
     key: &str,
     directives: &Directives,
     stale: Option<CachedResponse>,
+    outcome: &mut Outcome,
 ) -> Result<Response<CacheBody<ResBody>>, S::Error>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -475,15 +578,27 @@ where
     }
     // Taken before the origin is asked: a purge during the call refuses the store.
     let token = state.store.load_token();
-    let outcome = inner.call(forwarded).await;
-    let now = Instant::now();
-    let stale_if_error = |stale: &Option<CachedResponse>| {
-        stale.as_ref().filter(|s| s.staleness(now) <= s.0.stale_if_error && !s.0.stale_if_error.is_zero()).cloned()
+    let sent = Instant::now();
+    let stand_in = |now: Instant| stale.as_ref().filter(|s| state.may_serve_on_error(s, now)).cloned();
+    let call = inner.call(forwarded);
+    let called = match state.origin_timeout.zip(stand_in(sent)) {
+        Some((limit, fallback)) => match Box::pin(tokio::time::timeout(limit, call)).await {
+            Ok(called) => called,
+            Err(_) => {
+                // No answer in time: the stored copy stands in (the origin call is dropped).
+                *outcome = Outcome::Failed(None);
+                bump(&counters.http.stale);
+                return Ok(state.respond(&fallback, &method, &client_headers, Instant::now(), STALE));
+            }
+        },
+        None => call.await,
     };
-    let response = match outcome {
+    let now = Instant::now();
+    let response = match called {
         Ok(response) => response,
         Err(error) => {
-            if let Some(stale) = stale_if_error(&stale) {
+            *outcome = Outcome::Failed(None);
+            if let Some(stale) = stand_in(now) {
                 bump(&counters.http.stale);
                 return Ok(state.respond(&stale, &method, &client_headers, now, STALE));
             }
@@ -494,27 +609,44 @@ where
     if let Some(old) = &stale {
         if status == StatusCode::NOT_MODIFIED {
             bump(&counters.http.stale);
-            let Some(refreshed) = old.refreshed(response.headers(), &state.rules) else {
+            let Some(refreshed) = old.refreshed(response.headers(), &state.rules, sent) else {
                 // Still valid, but no longer storable as it stands: serve it this once.
                 return Ok(state.respond(old, &method, &client_headers, now, REVALIDATED));
             };
             Box::pin(state.insert(key, &client_headers, &refreshed, token)).await;
             return Ok(state.respond(&refreshed, &method, &client_headers, Instant::now(), REVALIDATED));
         }
-        if matches!(status.as_u16(), 500 | 502 | 503 | 504) {
-            if let Some(stale) = stale_if_error(&stale) {
-                bump(&counters.http.stale);
-                return Ok(state.respond(&stale, &method, &client_headers, now, STALE));
-            }
+    }
+    if is_failure(status) {
+        if let Some(stale) = stand_in(now) {
+            *outcome = Outcome::Failed(None);
+            bump(&counters.http.stale);
+            return Ok(state.respond(&stale, &method, &client_headers, now, STALE));
         }
     }
     bump(&counters.http.misses);
     let (parts, body) = response.into_parts();
+    if is_transient(parts.status) {
+        // Never stored, never a pass: the next request tries again. A small one is kept for the
+        // requests waiting on this load.
+        *outcome = Outcome::Failed(None);
+        let body = match Box::pin(buffer(body, MAX_REFUSAL_BODY)).await {
+            Buffered::Complete(bytes) => {
+                let refusal = Arc::new(Refusal { status: parts.status, headers: parts.headers, body: bytes });
+                *outcome = Outcome::Failed(Some(Arc::clone(&refusal)));
+                return Ok(state.refusal(&refusal, MISS));
+            }
+            Buffered::PassOn(body) => body,
+        };
+        return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(body)), MISS));
+    }
     // Whether this request alone keeps the response out (its own `no-store` or
-    // `Authorization`, a range or conditional answer), rather than the response itself.
+    // `Authorization`, a range or conditional answer), or the origin is in trouble (a 5xx),
+    // rather than the response itself.
     let request_refuses = directives.no_store
         || client_headers.contains_key(header::AUTHORIZATION)
-        || matches!(parts.status, StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED);
+        || matches!(parts.status, StatusCode::PARTIAL_CONTENT | StatusCode::NOT_MODIFIED)
+        || parts.status.is_server_error();
     let remember_pass = || {
         if let (Some(passes), false) = (&state.passes, request_refuses) {
             passes.remember(key, Instant::now());
@@ -533,7 +665,7 @@ where
             return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(body)), MISS));
         }
     };
-    let entry = admitted.store(parts.status, &parts.headers, complete);
+    let entry = admitted.store(parts.status, &parts.headers, complete, sent);
     Box::pin(state.insert(key, &client_headers, &entry, token)).await;
     Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
 }
