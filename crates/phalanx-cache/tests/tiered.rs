@@ -164,3 +164,55 @@ async fn lookups_are_exported_with_level_and_result_and_status_judges_the_hit_ra
     assert_eq!(target.target, ">= 0.85");
     assert_eq!(target.met, Some(true), "9 hits of 10: {:?}", target.value);
 }
+
+#[tokio::test(start_paused = true)]
+async fn followers_wait_for_a_slow_leader_and_none_is_shed_on_its_own() {
+    let cache: TieredCache<String, String> =
+        TieredCache::builder().coalesce_timeout(Duration::from_secs(5)).build().unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = tokio::time::Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..1000 {
+        let (cache, loads) = (cache.clone(), loads.clone());
+        tasks.spawn(async move {
+            cache
+                .get_with("cold".to_owned(), async {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    "v".to_owned()
+                })
+                .await
+        });
+    }
+    while let Some(v) = tasks.join_next().await {
+        assert_eq!(v.unwrap(), "v");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "999 followers waited 3 s for the one load");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(cache.stats().coalesce_timeouts, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_follower_stops_waiting_after_the_coalesce_timeout_and_loads_itself() {
+    let cache: TieredCache<String, String> =
+        TieredCache::builder().coalesce_timeout(Duration::from_secs(1)).build().unwrap();
+    let leader = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_with("k".to_owned(), async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "leader".to_owned()
+                })
+                .await
+        })
+    };
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let mine = cache.get_with("k".to_owned(), async { "follower".to_owned() }).await;
+    assert_eq!(mine, "follower");
+    assert_eq!(started.elapsed(), Duration::from_secs(1), "gave up after the coalesce timeout");
+    assert_eq!(cache.stats().coalesce_timeouts, 1);
+    assert_eq!(cache.get_local("k").as_deref(), Some("follower"), "and stored what it loaded");
+    assert_eq!(leader.await.unwrap(), "leader");
+}

@@ -14,6 +14,9 @@ pub(crate) struct Circuit {
     /// Milliseconds since `epoch` + 1 until which it is open; 0: closed.
     open_until: AtomicU64,
     probing: AtomicBool,
+    /// False until the connections are first up: a command sent while a cluster client is
+    /// still learning the slots fails and can leave that client failing.
+    ready: AtomicBool,
     threshold: u32,
     cooldown: Duration,
     epoch: Instant,
@@ -33,6 +36,7 @@ impl Circuit {
             failures: AtomicU32::new(0),
             open_until: AtomicU64::new(0),
             probing: AtomicBool::new(false),
+            ready: AtomicBool::new(true),
             threshold: threshold.max(1),
             cooldown,
             epoch: Instant::now(),
@@ -45,12 +49,20 @@ impl Circuit {
 
     /// Whether requests currently skip L2.
     pub(crate) fn is_open(&self) -> bool {
-        self.open_until.load(Ordering::Acquire) != 0
+        self.open_until.load(Ordering::Acquire) != 0 || !self.ready.load(Ordering::Acquire)
+    }
+
+    /// Whether the connections were first made; until then no round trip is let through.
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
     }
 
     /// Leave for a round trip: always while closed; while open, none until the cooldown has
     /// passed, then one probe at a time.
     pub(crate) fn try_acquire(&self) -> Option<Attempt<'_>> {
+        if !self.ready.load(Ordering::Relaxed) {
+            return None;
+        }
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
             return Some(Attempt { circuit: self, probe: false, reported: false });

@@ -197,6 +197,8 @@ pub(crate) struct L2 {
     pub(crate) deadline: Duration,
     /// Deadline of a read on the request path.
     pub(crate) read_deadline: Duration,
+    /// The cluster slot of every key of the namespace.
+    slot: u16,
 }
 
 impl L2 {
@@ -208,7 +210,8 @@ impl L2 {
         read_deadline: Duration,
     ) -> Self {
         let prefix = format!("{{{namespace}}}");
-        L2 { pool, subscriber, channel: format!("{prefix}:inval"), prefix, deadline, read_deadline }
+        let slot = fred::util::redis_keyslot(prefix.as_bytes());
+        L2 { pool, subscriber, channel: format!("{prefix}:inval"), prefix, deadline, read_deadline, slot }
     }
 
     pub(crate) fn value_key(&self, key: &str) -> String {
@@ -271,7 +274,9 @@ impl L2 {
             call.push(Value::Integer(keys.len() as i64));
             call.extend(keys.into_iter().map(Value::from));
             call.extend(args);
-            let queued: Result<(), _> = pipeline.custom(fred::cmd!("EVAL"), call).await;
+            // Routed by the namespace's slot (fred would hash the script text otherwise).
+            let eval = fred::cmd!("EVAL", hash: fred::types::ClusterHash::Custom(self.slot));
+            let queued: Result<(), _> = pipeline.custom(eval, call).await;
             queued.map_err(RedisFailure::Error)?;
         }
         let answers: Vec<i64> = bounded(self.deadline, pipeline.all()).await?;

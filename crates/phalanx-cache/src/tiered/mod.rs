@@ -261,11 +261,11 @@ struct Shared<K, V> {
     clock: AtomicU64,
     invalidated: Box<[AtomicU64]>,
     invalidated_epoch: Box<[AtomicU64]>,
+    /// Per name bucket, the highest Redis epoch of its invalidations applied here (known
+    /// epochs only): a reconcile drops what is in buckets Redis has newer epochs for.
+    applied_epoch: Box<[AtomicU64]>,
     /// The highest Redis epoch seen (reads, messages, own invalidations).
     remote_epoch: AtomicU64,
-    /// The highest epoch heard on the channel or reconciled: what a node that lost its
-    /// subscription compares the buckets against.
-    heard_epoch: AtomicU64,
     /// Milliseconds since `epoch` + 1 at which invalidations may have started to be missed; 0
     /// while the channel is subscribed and reconciled (or there is no L2).
     incoherent_since: AtomicU64,
@@ -488,8 +488,8 @@ impl TieredCacheBuilder {
             clock: AtomicU64::new(0),
             invalidated: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             invalidated_epoch: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            applied_epoch: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             remote_epoch: AtomicU64::new(0),
-            heard_epoch: AtomicU64::new(0),
             // Until the channel is first subscribed, invalidations may be missed.
             incoherent_since: AtomicU64::new(if l2.is_some() { 1 } else { 0 }),
             subscribed: AtomicBool::new(false),
@@ -568,7 +568,20 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
     let mut errors = fred::prelude::EventInterface::error_rx(&subscriber);
     connect_in_background(&l2.pool);
     connect_in_background(&subscriber);
+    shared.circuit.set_ready(false);
     let weak: Weak<Shared<K, V>> = Arc::downgrade(shared);
+    let pool = l2.pool.clone();
+    let ready = weak.clone();
+    let connected = tokio::spawn(async move {
+        // Every client of the pool up (on a cluster: with its slot map); retried on error.
+        while fred::prelude::ClientLike::wait_for_connect(&pool).await.is_err() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(shared) = ready.upgrade() {
+            shared.circuit.set_ready(true);
+        }
+    });
+    shared.tasks.lock().push(connected);
     let task = tokio::spawn(async move {
         // While subscribed but not yet reconciled (Redis did not answer), try again this often.
         let mut retry = tokio::time::interval(Duration::from_millis(500));
@@ -642,11 +655,35 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         self.remote_epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
+    /// Redis's current epoch, as a read just returned it. Lower than one seen before: Redis lost
+    /// its data (a restart without persistence), so the epochs start again; forget the old ones,
+    /// or tokens and reconciliation would compare against numbers that no longer exist.
+    fn current_epoch(&self, epoch: u64) {
+        let seen = self.remote_epoch.load(Ordering::Acquire);
+        if epoch >= seen {
+            self.note_epoch(epoch);
+            return;
+        }
+        if self.remote_epoch.compare_exchange(seen, epoch, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            for applied in self.applied_epoch.iter() {
+                applied.store(0, Ordering::Release);
+            }
+            tracing::info!(seen, epoch, "cache invalidation epoch went back: Redis lost its data");
+        }
+    }
+
     /// Record that `name` (a key, `kind` b'k', or a tag, b't') was invalidated now, at this
     /// Redis epoch (`None`: not known, as for this node's own), so that loads that began
     /// earlier are not stored.
     fn note_invalidation(&self, kind: u8, name: &str, epoch: Option<u64>) {
         self.note_bucket(bucket(kind, name) as usize, epoch);
+    }
+
+    /// An invalidation of bucket `b` at `epoch` is applied here (nothing to refuse: it is done).
+    fn applied(&self, b: usize, epoch: u64) {
+        if let Some(applied) = self.applied_epoch.get(b) {
+            applied.fetch_max(epoch, Ordering::AcqRel);
+        }
     }
 
     fn note_bucket(&self, b: usize, epoch: Option<u64>) {
@@ -684,15 +721,20 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
     /// One round trip; L1 is walked only when something was missed.
     async fn reconcile(&self) -> bool {
         let Some(l2) = &self.l2 else { return true };
-        let heard = self.heard_epoch.load(Ordering::Acquire);
         let (epoch, buckets) = match l2.invalidations().await {
-            Ok(found) => found,
+            Ok(found) => {
+                self.current_epoch(found.0);
+                found
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "cache reconcile: Redis did not answer; will retry");
                 return false;
             }
         };
-        let missed: HashMap<u64, u64> = buckets.into_iter().filter(|&(_, at)| at > heard).collect();
+        let missed: HashMap<u64, u64> = buckets
+            .into_iter()
+            .filter(|&(b, at)| self.applied_epoch.get(b as usize).is_some_and(|seen| at > seen.load(Ordering::Acquire)))
+            .collect();
         let mut dropped = 0u64;
         if !missed.is_empty() {
             // Loads in flight may have read what was invalidated: refuse their stores too.
@@ -708,8 +750,10 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
                 }
             }
         }
+        for (&b, &at) in &missed {
+            self.applied(b as usize, at);
+        }
         self.note_epoch(epoch);
-        self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
         self.incoherent_since.store(0, Ordering::Release);
         tracing::debug!(node = %self.node_id, missed = missed.len(), dropped, "cache invalidations reconciled");
         true
@@ -721,12 +765,10 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
             return;
         }
         self.note_epoch(epoch);
-        if self.coherent() {
-            self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
-        }
         match inv {
             Invalidation::Key(k) => {
                 self.note_invalidation(b'k', k, Some(epoch));
+                self.applied(bucket(b'k', k) as usize, epoch);
                 if let Ok(key) = k.parse::<K>() {
                     self.l1.invalidate(&key);
                 }
@@ -734,6 +776,7 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
             Invalidation::Tag(t) => {
                 self.note_invalidation(b't', t, Some(epoch));
                 self.purge_local_tag(t);
+                self.applied(bucket(b't', t) as usize, epoch);
             }
         }
     }
@@ -846,7 +889,7 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         let (raw, read_epoch) = match l2.get(&key_text).await {
             Ok((raw, epoch)) => {
                 attempt.success();
-                self.note_epoch(epoch);
+                self.current_epoch(epoch);
                 (raw, epoch)
             }
             Err(e) => {
@@ -949,10 +992,14 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         match l2.store_batch(stores, &self.node_id).await {
             Ok(outcomes) => {
                 attempt.success();
-                for outcome in outcomes {
+                for (op, outcome) in stores.iter().zip(outcomes) {
                     match outcome {
                         StoreOutcome::Refused => bump(&self.counters.stores_refused),
-                        StoreOutcome::Written(epoch) => self.note_epoch(epoch),
+                        StoreOutcome::Written(0) => {}
+                        StoreOutcome::Written(epoch) => {
+                            self.note_epoch(epoch);
+                            self.applied(bucket(b'k', &op.key) as usize, epoch);
+                        }
                     }
                 }
             }
@@ -1129,6 +1176,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             Ok(epoch) => {
                 attempt.success();
                 shared.note_epoch(epoch);
+                shared.applied(bucket(b'k', &text) as usize, epoch);
             }
             Err(e) => {
                 attempt.failure();
@@ -1152,6 +1200,7 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             Ok((epoch, _)) => {
                 attempt.success();
                 shared.note_epoch(epoch);
+                shared.applied(bucket(b't', tag) as usize, epoch);
             }
             Err(e) => {
                 attempt.failure();
