@@ -731,6 +731,16 @@ async fn coalescing_stays_on_for_a_cold_key_while_the_origin_refuses() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_429_is_not_handed_to_other_waiting_requests() {
+    // A 429 may be about one client: each waiting request asks for itself once the leader is done.
+    let origin = Origin::new(|_, _| reply(429, &[("retry-after", "1")], "slow down")).delayed(Duration::from_secs(1));
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let all = futures_util::future::join_all((0..5).map(|_| send(&svc, get("/limited")))).await;
+    assert!(all.iter().all(|seen| seen.status == StatusCode::TOO_MANY_REQUESTS));
+    assert_eq!(origin.calls(), 5);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stale_entry_is_served_when_the_origin_refuses_or_fails() {
     let origin = Origin::new(|_, n| match n {
         0 => reply(200, &[("cache-control", "max-age=10")], "good"),
