@@ -775,6 +775,28 @@ async fn a_stale_entry_is_served_when_the_origin_times_out() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_waiter_whose_leader_is_too_slow_serves_the_stale_copy() {
+    // The revalidation hangs for 30 s; the requests behind it wait the coalescing timeout, then
+    // serve the stored copy instead of calling the origin themselves.
+    let origin = Origin::new(|_, n| reply(200, &[("cache-control", "max-age=10")], &format!("v{n}")))
+        .delayed_from(1, Duration::from_secs(30));
+    let svc = cache().coalesce_timeout(Duration::from_secs(1)).build().unwrap().layer(origin.clone());
+    send(&svc, get("/w")).await;
+    sleep(15).await;
+    let leader = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, get("/w")).await.text().to_owned() }
+    });
+    tokio::task::yield_now().await;
+    let started = tokio::time::Instant::now();
+    let waiter = send(&svc, get("/w")).await;
+    assert_eq!((waiter.x_cache(), waiter.text()), ("STALE", "v0"));
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(origin.calls(), 2, "no second origin call");
+    assert_eq!(leader.await.unwrap(), "v1");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_stale_entry_is_not_served_on_refusal_when_must_revalidate_proxy_revalidate_no_cache_or_s_maxage() {
     for cc in ["max-age=10, must-revalidate", "max-age=10, proxy-revalidate", "no-cache", "s-maxage=10"] {
         let origin = Origin::new(move |_, n| match n {

@@ -489,6 +489,15 @@ where
                 bump(&counters.http.hits);
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
             }
+            // The leader took longer than the wait: it is as good as a timeout, so a stored copy
+            // that may stand in for a failed origin does, rather than a second origin call.
+            if outcome.is_err() {
+                if let Some(stale) = entry.as_ref().filter(|e| state.may_serve_on_error(e, now)) {
+                    bump(&counters.http.coalesced);
+                    bump(&counters.http.stale);
+                    return Ok(state.respond(stale, request.method(), request.headers(), now, STALE));
+                }
+            }
             if let Ok(Some(Outcome::Failed(refusal))) = outcome {
                 if let Some(stale) = entry.as_ref().filter(|e| state.may_serve_on_error(e, now)) {
                     bump(&counters.http.coalesced);
@@ -528,6 +537,9 @@ fn spawn_refresh<S, ReqBody, ResBody>(
     let mut refresh = Request::new(ReqBody::default());
     *refresh.uri_mut() = request.uri().clone();
     *refresh.headers_mut() = request.headers().clone();
+    // The refresh wants the whole response, to store it.
+    refresh.headers_mut().remove(header::RANGE);
+    refresh.headers_mut().remove(header::IF_RANGE);
     *refresh.version_mut() = request.version();
     // What routing put there (axum's path parameters, matched route) and what outer layers
     // added: the handler needs them as much for the refresh as for the request.
