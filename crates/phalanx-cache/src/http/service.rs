@@ -489,16 +489,14 @@ where
                 bump(&counters.http.hits);
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
             }
-            // The leader took longer than the wait: it is as good as a timeout, so a stored copy
-            // that may stand in for a failed origin does, rather than a second origin call.
-            if outcome.is_err() {
-                if let Some(stale) = entry.as_ref().filter(|e| state.may_serve_on_error(e, now)) {
-                    bump(&counters.http.coalesced);
-                    bump(&counters.http.stale);
-                    return Ok(state.respond(stale, request.method(), request.headers(), now, STALE));
-                }
-            }
-            if let Ok(Some(Outcome::Failed(refusal))) = outcome {
+            // The leader failed, or took longer than the wait (as good as a timeout): a stored
+            // copy that may stand in for a failed origin does, rather than a second origin call.
+            let (failed, refusal) = match outcome {
+                Err(_elapsed) => (true, None),
+                Ok(Some(Outcome::Failed(refusal))) => (true, refusal),
+                Ok(_) => (false, None),
+            };
+            if failed {
                 if let Some(stale) = entry.as_ref().filter(|e| state.may_serve_on_error(e, now)) {
                     bump(&counters.http.coalesced);
                     bump(&counters.http.stale);
