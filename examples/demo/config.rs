@@ -13,15 +13,28 @@ use phalanx::{
 };
 use serde::Deserialize;
 
+use crate::server::ServerConfig;
+
 /// The embedded defaults: the demo runs on this file when no other is given.
 pub(crate) const EMBEDDED: &str = include_str!("demo.toml");
+
+fn default_admin_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 3001))
+}
 
 /// Everything the demo reads at start-up.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DemoConfig {
-    /// Listen address; env `BIND`.
+    /// Listen address of the public API; env `BIND`.
     pub(crate) bind: SocketAddr,
+    /// Listen address of `/metrics`, `/status`, `/upstream/control`, `/stats/writes`; env
+    /// `ADMIN_BIND`. Default `127.0.0.1:3001`: loopback only.
+    #[serde(default = "default_admin_bind")]
+    pub(crate) admin_bind: SocketAddr,
+    /// Timeouts and the connection cap of the public listener.
+    #[serde(default)]
+    pub(crate) server: ServerConfig,
     /// `sqlite://…` or `postgres://…`; env `DATABASE_URL`.
     pub(crate) database_url: String,
     /// Redis for L2, distributed limits and cross-node invalidation; env `REDIS_URL`.
@@ -57,18 +70,33 @@ pub(crate) struct DemoConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct ClassifyConfig {
+    /// A client may lower its priority with this header; raise it only with a key whose tier
+    /// is in `tier_max_priority`.
     pub(crate) priority_header: String,
-    pub(crate) max_header_priority: Priority,
+    /// Tier -> the highest priority its keys may ask for through the header.
+    pub(crate) tier_max_priority: BTreeMap<Tier, Priority>,
     pub(crate) api_key_header: String,
     pub(crate) routes: BTreeMap<String, Priority>,
-    pub(crate) api_keys: BTreeMap<String, Tier>,
+    /// The key table: the only API keys the demo knows. Any other key counts as no key.
+    pub(crate) api_keys: BTreeMap<String, ApiKeyGrant>,
+}
+
+/// What one API key of the table grants.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ApiKeyGrant {
+    /// The tier its requests are classified (and rate limited) as.
+    pub(crate) tier: Tier,
+    /// Whether it may change the catalog (`PUT /items/{id}`).
+    #[serde(default)]
+    pub(crate) write: bool,
 }
 
 impl Default for ClassifyConfig {
     fn default() -> Self {
         ClassifyConfig {
             priority_header: "x-priority".into(),
-            max_header_priority: Priority::High,
+            tier_max_priority: BTreeMap::new(),
             api_key_header: "x-api-key".into(),
             routes: BTreeMap::new(),
             api_keys: BTreeMap::new(),
@@ -110,6 +138,7 @@ impl DemoConfig {
             Err(_) => Self::from_toml(EMBEDDED).map_err(|e| format!("embedded demo.toml: {e}"))?,
         };
         config.apply_env(|k| std::env::var(k).ok())?;
+        config.validate()?;
         Ok(config)
     }
 
@@ -127,6 +156,9 @@ impl DemoConfig {
         if let Some(bind) = get("BIND") {
             self.bind = bind.parse().map_err(|e| format!("BIND={bind:?}: {e}"))?;
         }
+        if let Some(bind) = get("ADMIN_BIND") {
+            self.admin_bind = bind.parse().map_err(|e| format!("ADMIN_BIND={bind:?}: {e}"))?;
+        }
         if let Some(url) = get("DATABASE_URL").filter(|u| !u.is_empty()) {
             self.database_url = url;
         }
@@ -134,6 +166,22 @@ impl DemoConfig {
             self.redis_url = (!url.is_empty()).then_some(url);
         }
         Ok(())
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        self.server.validate()?;
+        if self.admin_bind == self.bind {
+            return Err(format!("admin_bind and bind are both {}: the admin listener needs its own", self.bind));
+        }
+        if !self.admin_bind.ip().is_loopback() {
+            tracing::warn!(admin = %self.admin_bind, "the admin listener is not on loopback: keep it off the public network");
+        }
+        Ok(())
+    }
+
+    /// The admin listener's limits: the public one's timeouts, few connections.
+    pub(crate) fn admin_server(&self) -> ServerConfig {
+        ServerConfig { max_connections: 64, ..self.server }
     }
 
     pub(crate) fn drain_delay(&self) -> Duration {
@@ -157,17 +205,21 @@ mod tests {
     fn embedded_config_parses_and_env_wins() {
         let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();
         assert_eq!(config.bind.port(), 3000);
+        assert_eq!(config.admin_bind.to_string(), "127.0.0.1:3001");
+        assert!(config.validate().is_ok());
         assert!(config.redis_url.is_none());
         assert_eq!(config.ratelimit.policies.len(), 2);
         assert!(config.admission.contains_key("items"));
         config
             .apply_env(|k| match k {
                 "BIND" => Some("127.0.0.1:4000".into()),
+                "ADMIN_BIND" => Some("127.0.0.1:4001".into()),
                 "REDIS_URL" => Some("redis://127.0.0.1:6379".into()),
                 _ => None,
             })
             .unwrap();
         assert_eq!(config.bind.port(), 4000);
+        assert_eq!(config.admin_bind.port(), 4001);
         assert_eq!(config.redis_url.as_deref(), Some("redis://127.0.0.1:6379"));
         assert!(config.apply_env(|k| (k == "BIND").then(|| "nonsense".into())).is_err());
     }

@@ -3,8 +3,13 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use futures_util::future::BoxFuture;
 use serde::{Deserialize, Serialize};
-use sqlx::{AnyPool, Row};
+use sqlx::{
+    error::BoxDynError,
+    migrate::{Migration, MigrationSource, MigrationType, Migrator},
+    AnyPool, Row,
+};
 
 /// A catalog item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,10 +72,32 @@ pub(crate) async fn prepare(url: &str) -> Result<(), sqlx::Error> {
     conn.close().await
 }
 
-/// Apply the migrations in `examples/demo/migrations`.
+/// The migrations of `examples/demo/migrations`, embedded in the binary at build time, so the
+/// demo migrates wherever it runs (a container holds the binary, not the source tree). Each
+/// file is `(version, description, sql)`, as sqlx names them; a test checks that this list is
+/// the directory's content.
+pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "items", include_str!("migrations/0001_items.sql"))];
+
+/// The embedded migrations as an sqlx migration source (same checksums as the files).
+#[derive(Debug)]
+struct Embedded;
+
+impl MigrationSource<'static> for Embedded {
+    fn resolve(self) -> BoxFuture<'static, Result<Vec<Migration>, BoxDynError>> {
+        Box::pin(async {
+            Ok(MIGRATIONS
+                .iter()
+                .map(|(version, description, sql)| {
+                    Migration::new(*version, (*description).into(), MigrationType::Simple, (*sql).into(), false)
+                })
+                .collect())
+        })
+    }
+}
+
+/// Apply the embedded migrations.
 pub(crate) async fn migrate(pool: &AnyPool) -> Result<(), sqlx::Error> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/migrations");
-    let migrator = sqlx::migrate::Migrator::new(dir).await?;
+    let migrator = Migrator::new(Embedded).await?;
     migrator.run(pool).await?;
     Ok(())
 }
@@ -130,4 +157,28 @@ pub(crate) async fn update_item(
         return Ok(None);
     }
     get_item(conn, id).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_migrations_are_the_directory() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/demo/migrations");
+        let mut files: Vec<(i64, String, String)> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+            .map(|p| {
+                let stem = p.file_stem().unwrap().to_str().unwrap().to_owned();
+                let (version, description) = stem.split_once('_').unwrap();
+                (version.parse().unwrap(), description.replace('_', " "), std::fs::read_to_string(&p).unwrap())
+            })
+            .collect();
+        files.sort();
+        let embedded: Vec<(i64, String, String)> =
+            MIGRATIONS.iter().map(|(v, d, s)| (*v, (*d).to_owned(), (*s).to_owned())).collect();
+        assert_eq!(embedded, files, "add every new migration file to db::MIGRATIONS");
+    }
 }

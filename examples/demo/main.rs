@@ -2,18 +2,22 @@
 //!
 //! `cargo run --release --example demo` runs it on embedded defaults (SQLite file, L1-only
 //! cache, in-process rate limiting, in-process upstream); `DATABASE_URL=postgres://…` and
-//! `REDIS_URL=redis://…` switch to the real services. See the README for the routes and the
-//! configuration file.
+//! `REDIS_URL=redis://…` switch to the real services. The API (and `/healthz`, `/readyz`) is
+//! on `BIND`; `/metrics`, `/status` and the control routes only on `ADMIN_BIND` (loopback by
+//! default). See examples/demo/README.md.
 
 mod config;
 mod db;
+mod extract;
 mod routes;
+mod server;
 mod state;
+#[cfg(test)]
+mod tests;
 mod upstream;
 
-use std::{future::IntoFuture, sync::atomic::Ordering};
+use std::sync::atomic::Ordering;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpSocket;
 
 use crate::config::DemoConfig;
@@ -31,42 +35,59 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 
 async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let (state, layers) = state::build(&config).await?;
-    let app = routes::router(state.clone(), &layers, &config)?;
+    let routers = routes::router(state.clone(), &layers, &config)?;
 
-    let socket = if config.bind.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    socket.bind(config.bind)?;
-    let listener = socket.listen(config.backlog)?.tap_io(|tcp| {
-        // Small responses go out at once rather than waiting for Nagle's timer.
-        let _ = tcp.set_nodelay(true);
-    });
-    tracing::info!(addr = %config.bind, database = %state.database_kind, redis = config.redis_url.is_some(), "phalanx demo listening");
+    let public = listen(config.bind, config.backlog)?;
+    let admin = listen(config.admin_bind, 128)?;
+    tracing::info!(
+        addr = %config.bind,
+        admin = %config.admin_bind,
+        database = %state.database_kind,
+        redis = config.redis_url.is_some(),
+        "phalanx demo listening"
+    );
 
     let drain_delay = config.drain_delay();
     let shutdown_state = state.clone();
-    let (draining_tx, mut draining) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            // Report not-ready first so the load balancer stops routing here, then stop accepting.
-            shutdown_state.ready.store(false, Ordering::SeqCst);
-            tracing::info!(?drain_delay, "shutdown requested: /readyz now 503, draining");
-            tokio::time::sleep(drain_delay).await;
-            let _ = draining_tx.send(true);
-        });
-    // In-flight requests get `shutdown_timeout` once the listener has closed, not more.
+    let (closing_tx, closing) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        // Report not-ready first so the load balancer stops routing here, then stop accepting.
+        shutdown_state.ready.store(false, Ordering::SeqCst);
+        tracing::info!(?drain_delay, "shutdown requested: /readyz now 503, draining");
+        tokio::time::sleep(drain_delay).await;
+        let _ = closing_tx.send(true);
+    });
+    let servers = async {
+        let (a, b) = tokio::join!(
+            server::serve(public, routers.public, config.server, closing.clone()),
+            server::serve(admin, routers.admin, config.admin_server(), closing.clone()),
+        );
+        a.and(b)
+    };
+    // In-flight requests get `shutdown_timeout` once the listeners have closed, not more.
     let timeout = config.shutdown_timeout();
+    let mut closed = closing.clone();
     let deadline = async move {
-        let _ = draining.wait_for(|closed| *closed).await;
+        let _ = closed.wait_for(|closed| *closed).await;
         tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        result = server.into_future() => result?,
+        result = servers => result?,
         _ = deadline => tracing::warn!(?timeout, "in-flight requests did not finish in time; exiting"),
     }
     tracing::info!("phalanx demo stopped");
     Ok(())
+}
+
+fn listen(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    // Small responses go out at once rather than waiting for Nagle's timer (accepted sockets
+    // inherit it on Linux; the server sets it again on each).
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
 }
 
 async fn shutdown_signal() {

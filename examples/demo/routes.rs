@@ -3,8 +3,8 @@
 use std::{sync::atomic::Ordering, time::Duration};
 
 use axum::{
-    extract::{Path, Query, State},
-    http::{header, HeaderName, HeaderValue, StatusCode},
+    extract::State,
+    http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -22,19 +22,28 @@ use tower::ServiceBuilder;
 use tower_http::{
     catch_panic::CatchPanicLayer,
     request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
-    timeout::TimeoutLayer,
+    timeout::{RequestBodyTimeoutLayer, ResponseBodyTimeoutLayer, TimeoutLayer},
 };
 
 use crate::{
     config::DemoConfig,
     db::{self, Item, ItemUpdate},
-    state::{AppState, Layers},
+    extract::{self, ApiJson, ApiPath, ApiQuery},
+    state::{AppState, Layers, WriteAccess},
     upstream::Behaviour,
 };
 
 const CACHE_TAG: HeaderName = HeaderName::from_static("cache-tag");
 
-pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> Result<Router, String> {
+/// The two routers the demo serves.
+pub(crate) struct Routers {
+    /// The API plus `/healthz` and `/readyz`: the public port.
+    pub(crate) public: Router,
+    /// `/metrics`, `/status`, `/upstream/control`, `/stats/writes`: the admin listener only.
+    pub(crate) admin: Router,
+}
+
+pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> Result<Routers, String> {
     let admission = |group: &str| {
         layers.admission.get(group).cloned().ok_or_else(|| format!("no [admission.{group}] in the configuration"))
     };
@@ -55,24 +64,50 @@ pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> R
             .layer(state.http_cache.clone()),
     );
 
+    let probes = Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(readyz));
+    let public = api
+        .merge(probes.with_state(state.clone()))
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed);
+
     let status = StatusReport::new(layers.metrics.stats(), layers.status.clone());
-    let ops = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
+    let admin = Router::new()
         .route("/upstream/control", get(get_upstream_control).post(set_upstream_control))
         .route("/stats/writes", get(write_count))
         .with_state(state)
         .merge(layers.exporter.router("/metrics"))
-        .merge(status.router("/status"));
+        .merge(status.router("/status"))
+        .fallback(extract::not_found)
+        .method_not_allowed_fallback(extract::method_not_allowed);
 
-    // Outermost first: metrics see every request, the rejections of the layers inside included.
+    // Outermost first: metrics see every public request, the rejections of the layers inside
+    // included; the internal Cache-Tag header, read by the cache, never reaches a client.
     let outer = ServiceBuilder::new()
         .layer(layers.metrics.clone())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(PropagateRequestIdLayer::x_request_id())
+        // A request body that trickles in, or a response body a client does not read, holds a
+        // connection no longer than the request timeout.
+        .layer(RequestBodyTimeoutLayer::new(config.request_timeout()))
+        .layer(ResponseBodyTimeoutLayer::new(config.request_timeout()))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout()))
-        .layer(CatchPanicLayer::new());
-    Ok(api.merge(ops).layer(outer))
+        .layer(CatchPanicLayer::custom(panic_problem))
+        .layer(axum::middleware::map_response(strip_internal_headers));
+    let admin_outer = ServiceBuilder::new()
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout()))
+        .layer(CatchPanicLayer::custom(panic_problem));
+    Ok(Routers { public: public.layer(outer), admin: admin.layer(admin_outer) })
+}
+
+async fn strip_internal_headers(mut res: Response) -> Response {
+    res.headers_mut().remove(CACHE_TAG);
+    res
+}
+
+/// A panic's message stays in the logs; the client gets a problem document.
+fn panic_problem(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a handler panicked");
+    problem(Problem::new(StatusCode::INTERNAL_SERVER_ERROR).with_detail("the request failed"))
 }
 
 /// A problem document as an axum response.
@@ -115,7 +150,7 @@ enum LoadError {
     Database(sqlx::Error),
 }
 
-async fn get_item(State(state): State<AppState>, Path(id): Path<i64>) -> Response {
+async fn get_item(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> Response {
     let options = EntryOptions::new().tag(item_tag(id));
     // Rows come from the TieredCache; a connection is taken only on a miss, and concurrent
     // misses for one row make one query.
@@ -152,7 +187,7 @@ pub(crate) struct Page {
     per_page: Option<i64>,
 }
 
-async fn list_items(State(state): State<AppState>, Query(page): Query<Page>) -> Response {
+async fn list_items(State(state): State<AppState>, ApiQuery(page): ApiQuery<Page>) -> Response {
     let number = page.page.unwrap_or(1);
     let per_page = page.per_page.unwrap_or(20);
     if !(1..=1_000_000).contains(&number) || !(1..=100).contains(&per_page) {
@@ -176,7 +211,32 @@ async fn list_items(State(state): State<AppState>, Query(page): Query<Page>) -> 
     }
 }
 
-async fn put_item(State(state): State<AppState>, Path(id): Path<i64>, Json(update): Json<ItemUpdate>) -> Response {
+async fn put_item(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(id): ApiPath<i64>,
+    body: Result<ApiJson<ItemUpdate>, Response>,
+) -> Response {
+    // Who may write is decided before the body is looked at.
+    match state.writers.check(&headers, &state.known_keys) {
+        WriteAccess::Granted => {}
+        WriteAccess::NoKey => {
+            let challenge = HeaderValue::from_str(&format!("ApiKey header=\"{}\"", state.writers.header()))
+                .unwrap_or(HeaderValue::from_static("ApiKey"));
+            return problem(
+                Problem::new(StatusCode::UNAUTHORIZED)
+                    .with_detail("changing the catalog needs an API key with write permission")
+                    .with_header(header::WWW_AUTHENTICATE, challenge),
+            );
+        }
+        WriteAccess::ReadOnly => {
+            return problem(Problem::new(StatusCode::FORBIDDEN).with_detail("this API key may not change the catalog"))
+        }
+    }
+    let update = match body {
+        Ok(ApiJson(update)) => update,
+        Err(refusal) => return refusal,
+    };
     if let Err(why) = update.validate() {
         return problem(Problem::new(StatusCode::UNPROCESSABLE_ENTITY).with_detail(why));
     }
@@ -225,18 +285,36 @@ async fn write_count(State(state): State<AppState>) -> Response {
     };
     match redis.run(|c| async move { c.get::<Option<i64>, _>(WRITES_KEY).await }).await {
         Ok(n) => Json(serde_json::json!({ "writes": n.unwrap_or(0) })).into_response(),
-        Err(e) => problem(
-            Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, Duration::from_secs(1)).with_detail(e.to_string()),
-        ),
+        Err(e) => {
+            // Redis's error text stays in the logs.
+            tracing::warn!(error = %e, "reading the write count failed");
+            problem(
+                Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, Duration::from_secs(1))
+                    .with_detail("the write count is unavailable"),
+            )
+        }
     }
 }
 
 async fn upstream_quote(State(state): State<AppState>, Http(client): Http) -> Response {
     match client.get(format!("{}/quote", state.upstream_url)).send().await {
+        Ok(res) if res.status().is_success() => match read_limited(res, MAX_UPSTREAM_BODY).await {
+            Some(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            None => problem(
+                Problem::new(StatusCode::BAD_GATEWAY)
+                    .with_type(types::DEPENDENCY_UNAVAILABLE)
+                    .with_detail("the upstream's answer was cut short or too large"),
+            ),
+        },
         Ok(res) => {
+            // The upstream's own error body is its business: the client gets one shape.
             let status = res.status();
-            let body = res.bytes().await.unwrap_or_default();
-            (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+            tracing::debug!(%status, "upstream refused");
+            problem(
+                Problem::new(StatusCode::BAD_GATEWAY)
+                    .with_type(types::DEPENDENCY_UNAVAILABLE)
+                    .with_detail(format!("the upstream answered {}", status.as_u16())),
+            )
         }
         Err(reqwest_middleware::Error::Middleware(e)) if e.downcast_ref::<CallNotPermitted>().is_some() => {
             let open = e.downcast_ref::<CallNotPermitted>().expect("checked above");
@@ -245,12 +323,34 @@ async fn upstream_quote(State(state): State<AppState>, Http(client): Http) -> Re
                     .with_detail(format!("the upstream's circuit breaker '{}' is {}", open.breaker, open.state)),
             )
         }
-        Err(e) => problem(
-            Problem::new(StatusCode::BAD_GATEWAY)
-                .with_type(types::DEPENDENCY_UNAVAILABLE)
-                .with_detail(format!("the upstream did not answer: {e}")),
-        ),
+        Err(e) => {
+            // The error names the upstream's URL: it stays in the logs.
+            tracing::warn!(error = %e, "upstream call failed");
+            problem(
+                Problem::new(StatusCode::BAD_GATEWAY)
+                    .with_type(types::DEPENDENCY_UNAVAILABLE)
+                    .with_detail("the upstream did not answer"),
+            )
+        }
     }
+}
+
+/// The largest upstream answer relayed to a client.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024;
+
+/// The body of an upstream answer, or `None` when it fails or grows past `limit`.
+async fn read_limited(mut res: reqwest::Response, limit: usize) -> Option<bytes::Bytes> {
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        return None;
+    }
+    let mut body = bytes::BytesMut::new();
+    while let Some(chunk) = res.chunk().await.ok()? {
+        if body.len() + chunk.len() > limit {
+            return None;
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Some(body.freeze())
 }
 
 async fn get_upstream_control(State(state): State<AppState>) -> Response {
@@ -260,7 +360,7 @@ async fn get_upstream_control(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn set_upstream_control(State(state): State<AppState>, Json(behaviour): Json<Behaviour>) -> Response {
+async fn set_upstream_control(State(state): State<AppState>, ApiJson(behaviour): ApiJson<Behaviour>) -> Response {
     match &state.upstream_control {
         Some(control) => match control.set(behaviour) {
             Ok(now) => Json(now).into_response(),

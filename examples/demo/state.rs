@@ -1,18 +1,22 @@
 //! What the demo builds at start-up and every handler shares.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashSet},
     sync::{atomic::AtomicBool, Arc},
 };
 
-use axum::extract::FromRef;
+use axum::{
+    extract::FromRef,
+    http::{HeaderMap, HeaderName},
+};
 use phalanx::{
     admission::{AdmissionLayer, AdmissionStatus},
     breaker::BreakerRegistry,
     cache::{CacheLayer, HttpStore, TieredCache},
     core::{
+        identity::{api_key_digest, ClientKeyConfig},
         redis::{connect_in_background, RedisSettings},
-        Classifier, StatusRegistry,
+        Classifier, ClientKeyResolver, StatusRegistry,
     },
     metrics::{MetricsLayer, PrometheusExporter},
     pools::{DbPool, DbPoolConfig, HttpClient, PoolsStatus, RedisPool},
@@ -40,7 +44,55 @@ pub(crate) struct AppState {
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) item_max_age_s: u32,
     pub(crate) list_max_age_s: u32,
+    pub(crate) writers: Writers,
+    pub(crate) known_keys: KnownKeys,
 }
+
+/// The API keys that may change the catalog, held as digests.
+#[derive(Clone)]
+pub(crate) struct Writers {
+    header: HeaderName,
+    digests: Arc<HashSet<String>>,
+}
+
+/// Whether a request may write.
+pub(crate) enum WriteAccess {
+    Granted,
+    /// No key, or a key that is not in the table.
+    NoKey,
+    /// A known key without write permission.
+    ReadOnly,
+}
+
+impl Writers {
+    pub(crate) fn from_config(config: &DemoConfig) -> Result<Self, Error> {
+        let c = &config.classify;
+        let header = HeaderName::try_from(c.api_key_header.as_str())
+            .map_err(|_| format!("invalid classify.api_key_header {:?}", c.api_key_header))?;
+        let digests = c.api_keys.iter().filter(|(_, g)| g.write).map(|(k, _)| api_key_digest(k)).collect();
+        Ok(Writers { header, digests: Arc::new(digests) })
+    }
+
+    pub(crate) fn check(&self, headers: &HeaderMap, config_keys: &KnownKeys) -> WriteAccess {
+        let Some(key) = headers.get(&self.header).and_then(|v| v.to_str().ok()) else {
+            return WriteAccess::NoKey;
+        };
+        if self.digests.contains(&api_key_digest(key)) {
+            WriteAccess::Granted
+        } else if config_keys.is_known_api_key(key) {
+            WriteAccess::ReadOnly
+        } else {
+            WriteAccess::NoKey
+        }
+    }
+
+    pub(crate) fn header(&self) -> &HeaderName {
+        &self.header
+    }
+}
+
+/// The table of every known key (the resolver holds it).
+pub(crate) type KnownKeys = ClientKeyResolver;
 
 impl FromRef<AppState> for DbPool<sqlx::Any> {
     fn from_ref(state: &AppState) -> Self {
@@ -71,7 +123,9 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let metrics = MetricsLayer::new();
     let status = StatusRegistry::new();
 
-    let classifier = classifier(config);
+    let key_resolver = key_config(config).build()?;
+    let writers = Writers::from_config(config)?;
+    let classifier = classifier(config, key_resolver.clone());
     let redis_settings = config.redis_url.as_ref().map(|url| RedisSettings::from_url(url.clone()));
 
     let ratelimit_redis = match &redis_settings {
@@ -82,7 +136,7 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
         }
         None => None,
     };
-    let ratelimit = config.ratelimit.build(ratelimit_redis, None)?;
+    let ratelimit = ratelimit(config, ratelimit_redis)?;
     status.register(ratelimit.status());
 
     let with_redis = |mut c: phalanx::cache::TieredConfig| {
@@ -154,24 +208,43 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
         ready: Arc::new(AtomicBool::new(true)),
         item_max_age_s: config.item_max_age_s,
         list_max_age_s: config.list_max_age_s,
+        writers,
+        known_keys: key_resolver,
     };
     let layers = Layers { exporter, metrics, classifier, ratelimit, admission, breakers, status };
     Ok((state, layers))
 }
 
-fn classifier(config: &DemoConfig) -> Classifier {
+/// The rate limiter's identity rules, with the known keys taken from the one key table.
+pub(crate) fn key_config(config: &DemoConfig) -> ClientKeyConfig {
+    let mut key = config.ratelimit.key.clone();
+    key.api_keys.extend(config.classify.api_keys.keys().cloned());
+    key
+}
+
+pub(crate) fn ratelimit(config: &DemoConfig, redis: Option<fred::clients::Pool>) -> Result<RateLimitLayer, Error> {
+    let mut rl = config.ratelimit.clone();
+    rl.key = key_config(config);
+    Ok(rl.build(redis, None)?)
+}
+
+/// The classifier, which also resolves the client key once for the layers below it.
+pub(crate) fn classifier(config: &DemoConfig, key_resolver: ClientKeyResolver) -> Classifier {
     let c = &config.classify;
     let mut builder = Classifier::builder()
         .priority_header(&c.priority_header)
-        .max_header_priority(c.max_header_priority)
         // Operations endpoints must answer even when the service is saturated.
         .path_prefix_priority("/healthz", phalanx::core::Priority::Critical)
-        .path_prefix_priority("/readyz", phalanx::core::Priority::Critical);
+        .path_prefix_priority("/readyz", phalanx::core::Priority::Critical)
+        .client_key(key_resolver);
+    for (tier, cap) in &c.tier_max_priority {
+        builder = builder.tier_max_header_priority(*tier, *cap);
+    }
     for (route, priority) in &c.routes {
         builder = builder.route_priority(route.clone(), *priority);
     }
-    for (key, tier) in &c.api_keys {
-        builder = builder.api_key_tier(&c.api_key_header, key.clone(), *tier);
+    for (key, grant) in &c.api_keys {
+        builder = builder.api_key_tier(&c.api_key_header, key.clone(), grant.tier);
     }
     builder.build()
 }

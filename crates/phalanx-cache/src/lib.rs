@@ -31,7 +31,9 @@ mod stats;
 pub mod tiered;
 
 pub use stats::{CacheStats, CacheStatus, Level, LevelStats};
-pub use tiered::{CacheKey, CacheValue, ConfigError, EntryOptions, TieredCache, TieredCacheBuilder, TieredConfig};
+pub use tiered::{
+    CacheKey, CacheValue, ConfigError, EntryOptions, LoadToken, TieredCache, TieredCacheBuilder, TieredConfig,
+};
 pub mod http;
 
 pub use crate::http::{CacheLayer, CacheLayerBuilder, CacheService, CachedResponse, HttpCacheConfig, HttpStore};

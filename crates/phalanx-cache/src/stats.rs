@@ -101,6 +101,15 @@ pub struct CacheStats {
     pub l1_entries: u64,
     /// Redis round trips that failed or timed out and were answered by L1 and the loader.
     pub fallbacks: u64,
+    /// L2 round trips not made because the L2 circuit was open.
+    pub l2_short_circuits: u64,
+    /// L2 stores dropped: the write queue was full, the circuit open, or the write failed.
+    pub l2_writes_dropped: u64,
+    /// Stores of loaded values refused because their key or a tag was invalidated during the
+    /// load (L1 and L2).
+    pub stores_refused: u64,
+    /// Callers that stopped waiting for another's load after the coalesce timeout.
+    pub coalesce_timeouts: u64,
 }
 
 impl CacheStats {
@@ -123,6 +132,10 @@ pub(crate) struct Counters {
     pub(crate) l2: LevelCounters,
     pub(crate) http: LevelCounters,
     pub(crate) fallbacks: AtomicU64,
+    pub(crate) l2_short_circuits: AtomicU64,
+    pub(crate) l2_writes_dropped: AtomicU64,
+    pub(crate) stores_refused: AtomicU64,
+    pub(crate) coalesce_timeouts: AtomicU64,
 }
 
 /// What the instruments and the status section read: the counters and L1's size.
@@ -141,6 +154,10 @@ pub(crate) trait StatsProbe: Send + Sync + 'static {
             l1_bytes,
             l1_entries,
             fallbacks: c.fallbacks.load(Ordering::Relaxed),
+            l2_short_circuits: c.l2_short_circuits.load(Ordering::Relaxed),
+            l2_writes_dropped: c.l2_writes_dropped.load(Ordering::Relaxed),
+            stores_refused: c.stores_refused.load(Ordering::Relaxed),
+            coalesce_timeouts: c.coalesce_timeouts.load(Ordering::Relaxed),
         }
     }
 }
@@ -202,7 +219,19 @@ pub(crate) fn register_instruments<P: StatsProbe>(meter: &Meter, probe: &Arc<P>)
             observer.observe(probe.counters().fallbacks.load(Ordering::Relaxed), &[]);
         })
         .build();
+    let weak: Weak<P> = Arc::downgrade(probe);
+    meter
+        .u64_observable_counter(CACHE_L2_WRITES_DROPPED)
+        .with_description("L2 stores dropped (write queue full, circuit open, or write failed)")
+        .with_callback(move |observer| {
+            let Some(probe) = weak.upgrade() else { return };
+            observer.observe(probe.counters().l2_writes_dropped.load(Ordering::Relaxed), &[]);
+        })
+        .build();
 }
+
+/// The dropped-L2-writes counter (kept here until phalanx-core's names carry it).
+pub(crate) const CACHE_L2_WRITES_DROPPED: &str = "phalanx.cache.l2.writes_dropped";
 
 /// The `/status` section of a cache: its per-level figures and the hit-ratio target.
 /// Cheap to clone.

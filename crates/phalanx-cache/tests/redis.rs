@@ -13,13 +13,7 @@ type Node = TieredCache<String, String>;
 
 fn node(url: &str, namespace: &str, id: &str) -> Node {
     let settings = RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(url) };
-    TieredCache::builder()
-        .redis(settings)
-        .namespace(namespace)
-        .node_id(id)
-        .outage_l1_ttl(Duration::from_millis(200))
-        .build()
-        .unwrap()
+    TieredCache::builder().redis(settings).namespace(namespace).node_id(id).build().unwrap()
 }
 
 async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
@@ -54,17 +48,21 @@ async fn two_nodes_share_l2_and_see_each_others_invalidations() {
     let k = "k".to_owned();
     // Shared L2: what A stores, B reads (and keeps in its L1).
     a.insert(k.clone(), "v1".into()).await;
+    // Stores leave the request path: a background writer sends them.
+    a.flush().await;
     assert_eq!(b.get(&k).await.as_deref(), Some("v1"));
     assert_eq!(b.stats().l2.hits, 1);
     assert_eq!(b.get_local(&k).as_deref(), Some("v1"));
     // A new value on A drops B's L1 copy.
     a.insert(k.clone(), "v2".into()).await;
+    a.flush().await;
     let took = until("insert reaches B", Duration::from_secs(1), || b.get_local(&k).is_none()).await;
     eprintln!("insert invalidation reached the other node in {took:?}");
     assert_eq!(b.get(&k).await.as_deref(), Some("v2"));
     // A tag purge on B reaches A's L1 and clears L2.
     let t = "tagged".to_owned();
     b.insert_with(t.clone(), "x".into(), EntryOptions::new().tag("group")).await;
+    b.flush().await;
     assert_eq!(a.get(&t).await.as_deref(), Some("x"));
     b.invalidate_tag("group").await;
     let took = until("tag purge reaches A", Duration::from_secs(1), || a.get_local(&t).is_none()).await;
@@ -77,6 +75,7 @@ async fn two_nodes_share_l2_and_see_each_others_invalidations() {
     assert_eq!(b.get(&k).await, None);
     // Loads through get_with are coalesced across levels: B finds A's load in L2.
     let loaded = a.get_with("row".into(), async { "from db".to_owned() }).await;
+    a.flush().await;
     let seen = b.get_with("row".into(), async { unreachable!("B must find it in L2") }).await;
     assert_eq!((loaded.as_str(), seen.as_str()), ("from db", "from db"));
     // Counters are shared (INCRBY).
@@ -105,23 +104,24 @@ async fn redis_gone_mid_test_costs_no_error_and_l2_is_used_again_when_it_returns
     cache.remove(&"c".into()).await;
     cache.invalidate_tag("t").await;
     assert_eq!(cache.increment(&"n".into(), 1).await, 1);
-    assert!(cache.stats().fallbacks >= 4, "each failed round trip is counted: {:?}", cache.stats());
-    assert!(!cache.is_coherent());
-    // L1 entries that may have missed invalidations are not served past the outage TTL.
+    cache.flush().await;
+    let stats = cache.stats();
+    assert!(stats.fallbacks + stats.l2_short_circuits >= 4, "each failed or skipped round trip is counted: {stats:?}");
+    // L1 keeps what it knows: the outage neither empties nor shortens it.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(cache.get_local(&a), None);
-    let reloaded = cache.get_with(a.clone(), async { "A2".to_owned() }).await;
-    assert_eq!(reloaded, "A2");
+    assert_eq!(cache.get_local(&a).as_deref(), Some("A"), "L1 is not shortened by an outage");
 
     assert!(server.restart());
-    assert!(coherent(&[&cache]).await, "reconnects and resubscribes by itself");
-    assert_eq!(cache.get_local(&a), None, "L1 is dropped on reconnect");
-    // The subscriber is back; the command pool reconnects on its own schedule, so give a write
-    // that still falls back a few more tries.
+    assert!(coherent(&[&cache]).await, "reconnects, resubscribes and reconciles by itself");
+    // Nothing was invalidated meanwhile: nothing is dropped.
+    assert_eq!(cache.get_local(&a).as_deref(), Some("A"), "L1 is not dropped on reconnect");
+    // The subscriber is back; the command pool reconnects on its own schedule and the L2
+    // circuit lets one probe through per second, so give it a few tries.
     let before = cache.stats().l2;
     let mut served = None;
     for _ in 0..50 {
         cache.insert("d".into(), "D".into()).await;
+        cache.flush().await;
         cache.clear_local();
         served = cache.get(&"d".into()).await;
         if served.is_some() {
@@ -179,12 +179,14 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
             }
         })
     };
+    let writer_a = store_a.clone();
     let a = CacheLayer::builder().store(store_a).build().unwrap().layer(origin.clone());
     let b = CacheLayer::builder().store(store_b).build().unwrap().layer(origin);
     let x_cache = |r: &Response<_>| r.headers()["x-cache"].to_str().unwrap().to_owned();
     let get = || Request::get("/items/1").body(Body::empty()).unwrap();
 
     assert_eq!(x_cache(&a.clone().oneshot(get()).await.unwrap()), "MISS");
+    writer_a.flush().await;
     assert_eq!(x_cache(&b.clone().oneshot(get()).await.unwrap()), "HIT", "from the shared L2");
     assert_eq!(x_cache(&a.clone().oneshot(get()).await.unwrap()), "HIT");
     let put = Request::put("/items/1").body(Body::empty()).unwrap();

@@ -1,9 +1,14 @@
 //! Priority and tier classification, put into the request extensions by [`ClassifyLayer`].
 //!
 //! Precedence, lowest first: the defaults; a path-prefix rule; the matched route's rule; the
-//! priority header (capped: a client can lower its priority freely but raise it only up to
-//! [`ClassifierBuilder::max_header_priority`]); the API-key table for the tier; finally a
+//! API-key table for the tier (only keys in the table count); the priority header; finally a
 //! custom closure, which sees the result so far and may change it.
+//!
+//! The priority header may always **lower** a request's priority. It raises it only for a
+//! client that holds a known API key whose tier allows it
+//! ([`ClassifierBuilder::tier_max_header_priority`]), and then no higher than that tier's cap.
+//! [`ClassifierBuilder::max_header_priority`] lets every client raise up to a cap; it trusts
+//! the client and is off by default.
 
 use std::{
     collections::HashMap,
@@ -45,7 +50,8 @@ type CustomFn = dyn Fn(&RequestView<'_>, &mut Classification) + Send + Sync;
 struct Rules {
     default: Classification,
     priority_header: Option<HeaderName>,
-    max_header_priority: Priority,
+    max_header_priority: Option<Priority>,
+    tier_max_header_priority: HashMap<Tier, Priority>,
     routes: HashMap<String, Priority>,
     prefixes: Vec<(String, Priority)>,
     api_key_header: Option<HeaderName>,
@@ -110,9 +116,17 @@ impl ClassifierBuilder {
         self
     }
 
-    /// The highest priority a client may ask for through the header (default `high`).
+    /// Let **every** client raise its priority through the header, up to `p`. This trusts the
+    /// client (anyone can send the header); off by default, when the header only lowers.
     pub fn max_header_priority(mut self, p: Priority) -> Self {
-        self.rules.max_header_priority = p;
+        self.rules.max_header_priority = Some(p);
+        self
+    }
+
+    /// Let clients whose known API key maps to `tier` raise their priority through the header,
+    /// up to `p`. Other clients may only lower theirs.
+    pub fn tier_max_header_priority(mut self, tier: Tier, p: Priority) -> Self {
+        self.rules.tier_max_header_priority.insert(tier, p);
         self
     }
 
@@ -169,7 +183,8 @@ impl Classifier {
             rules: Rules {
                 default: Classification::default(),
                 priority_header: None,
-                max_header_priority: Priority::High,
+                max_header_priority: None,
+                tier_max_header_priority: HashMap::new(),
                 routes: HashMap::new(),
                 prefixes: Vec::new(),
                 api_key_header: None,
@@ -192,15 +207,20 @@ impl Classifier {
                 c.priority = *p;
             }
         }
-        if let Some(name) = &rules.priority_header {
-            let asked = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Priority>().ok());
-            if let Some(asked) = asked {
-                c.priority = asked.min(rules.max_header_priority.max(c.priority));
-            }
-        }
+        let mut keyed_tier = None;
         if let Some(name) = &rules.api_key_header {
             if let Some(t) = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|k| rules.api_keys.get(k)) {
                 c.tier = *t;
+                keyed_tier = Some(*t);
+            }
+        }
+        if let Some(name) = &rules.priority_header {
+            let asked = headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Priority>().ok());
+            if let Some(asked) = asked {
+                // Only a known key's tier (never the default tier) may allow a raise.
+                let tier_cap = keyed_tier.and_then(|t| rules.tier_max_header_priority.get(&t).copied());
+                let cap = tier_cap.max(rules.max_header_priority).map_or(c.priority, |cap| cap.max(c.priority));
+                c.priority = asked.min(cap);
             }
         }
         if let Some(custom) = &rules.custom {
@@ -283,6 +303,8 @@ mod tests {
             .route_priority("/admin/{id}", Priority::Critical)
             .path_prefix_priority("/batch", Priority::Background)
             .api_key_tier("x-api-key", "gold", Tier::Premium)
+            .api_key_tier("x-api-key", "tin", Tier::Basic)
+            .tier_max_header_priority(Tier::Premium, Priority::High)
             .build()
     }
 
@@ -312,11 +334,37 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn header_priority_is_capped_but_may_always_lower() {
-        assert_eq!(classify("/items", &[("x-priority", "critical")]).await.priority, Priority::High);
+    async fn header_priority_may_always_lower_but_raise_only_with_a_keyed_tier() {
+        // No key, an unknown key, or a key whose tier allows no raise: the header only lowers.
+        for key in [None, Some("made-up"), Some("tin")] {
+            let mut headers = vec![("x-priority", "high")];
+            headers.extend(key.map(|k| ("x-api-key", k)));
+            assert_eq!(classify("/items", &headers).await.priority, Priority::Normal, "{key:?}");
+            headers[0].1 = "critical";
+            assert_eq!(classify("/items", &headers).await.priority, Priority::Normal, "{key:?}");
+        }
         assert_eq!(classify("/items", &[("x-priority", "low")]).await.priority, Priority::Low);
         assert_eq!(classify("/admin/1", &[("x-priority", "critical")]).await.priority, Priority::Critical);
+        assert_eq!(classify("/admin/1", &[("x-priority", "background")]).await.priority, Priority::Background);
         assert_eq!(classify("/items", &[("x-priority", "bogus")]).await.priority, Priority::Normal);
+        // A premium key may raise, up to its tier's cap.
+        let gold = |p| [("x-priority", p), ("x-api-key", "gold")];
+        assert_eq!(classify("/items", &gold("high")).await.priority, Priority::High);
+        assert_eq!(classify("/items", &gold("critical")).await.priority, Priority::High);
+        assert_eq!(classify("/items", &gold("low")).await.priority, Priority::Low);
+    }
+
+    #[test]
+    fn max_header_priority_is_an_explicit_opt_in_for_everyone() {
+        let c = Classifier::builder().priority_header("x-priority").max_header_priority(Priority::High).build();
+        let mut headers = HeaderMap::new();
+        headers.insert("x-priority", "critical".parse().unwrap());
+        let got = c.classify(&Method::GET, &Uri::from_static("/x"), &headers, &Extensions::new());
+        assert_eq!(got.priority, Priority::High);
+        // Off by default: the same request keeps its class.
+        let c = Classifier::builder().priority_header("x-priority").build();
+        let got = c.classify(&Method::GET, &Uri::from_static("/x"), &headers, &Extensions::new());
+        assert_eq!(got.priority, Priority::Normal);
     }
 
     #[tokio::test]

@@ -1,13 +1,24 @@
 //! Client identity: who a request counts against.
 //!
 //! A [`ClientKeyResolver`] tries its [`KeySource`]s in order and returns the first that yields
-//! a key; with none, the request is [`ClientKey::anonymous`]. The peer IP is the socket's
-//! address (axum's `ConnectInfo<SocketAddr>` or [`PeerAddr`]); `Forwarded` / `X-Forwarded-For`
-//! are read only when that peer is inside a configured trusted-proxy CIDR, and then walked from
-//! the right, skipping trusted hops, so a client cannot choose its own address by sending the
-//! header itself.
+//! a key; with none, the request is [`ClientKey::anonymous`].
+//!
+//! By default every source is one a client cannot mint:
+//! - the peer IP is the socket's address (axum's `ConnectInfo<SocketAddr>` or [`PeerAddr`]);
+//!   the one forwarding header the trusted proxy sets ([`ForwardingHeader`]: `X-Forwarded-For`
+//!   unless configured otherwise) is read only when that peer is inside a trusted-proxy CIDR,
+//!   and walked from the right, skipping trusted hops. The other forwarding headers are never
+//!   read, so a client's own `Forwarded` cannot beat the proxy's `X-Forwarded-For`;
+//! - an API key counts only when it is in the configured table of known keys; an unknown key
+//!   is treated as no key (the next source is tried);
+//! - a [`Principal`] is what an authentication layer put into the extensions.
+//!
+//! [`KeySource::Header`] (a client-id header such as `X-Client-ID`) **trusts the client**: any
+//! client can send a fresh value with every request and so escape a per-client limit. Offer it
+//! only behind a gateway that sets the header itself.
 
 use std::{
+    collections::HashSet,
     fmt,
     net::{IpAddr, Ipv6Addr, SocketAddr},
     sync::Arc,
@@ -72,8 +83,12 @@ pub struct PeerAddr(pub SocketAddr);
 #[serde(try_from = "KeySourceConfig")]
 pub enum KeySource {
     /// A client-id header such as `X-Client-ID`, taken as it is (visible ASCII, bounded length).
+    ///
+    /// This source **trusts the client**: whoever sends the header chooses the key. Use it only
+    /// where a gateway in front sets (and overwrites) the header.
     Header(HeaderName),
-    /// An API key header; the key is stored only as a digest, never in clear.
+    /// An API key header. Only a key in the configured table ([`ClientKeyConfig::api_keys`])
+    /// yields a key; an unknown one counts as no key. Keys are held only as digests.
     ApiKey(HeaderName),
     /// The [`Principal`] an authentication layer put in the request extensions.
     Principal,
@@ -106,20 +121,41 @@ impl TryFrom<KeySourceConfig> for KeySource {
     }
 }
 
+/// The one forwarding header a trusted proxy sets, and so the only one read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardingHeader {
+    /// `X-Forwarded-For: client, proxy1, …` (nginx `$proxy_add_x_forwarded_for`, HAProxy
+    /// `option forwardfor`). The default.
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+    /// `X-Real-IP: client`: one address, set (overwritten) by the proxy.
+    XRealIp,
+}
+
 /// Serde form of a [`ClientKeyResolver`]:
 ///
 /// ```toml
-/// sources = [{ api_key = "x-api-key" }, { header = "x-client-id" }, "peer_ip"]
+/// sources = [{ api_key = "x-api-key" }, "peer_ip"]
+/// api_keys = ["k-1", "k-2"]            # the known keys; any other counts as no key
 /// trusted_proxies = ["10.0.0.0/8", "127.0.0.1/32"]
+/// forwarding_header = "x-forwarded-for" # or "forwarded", "x-real-ip"
 /// ipv6_prefix = 64
 /// ```
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClientKeyConfig {
     /// Sources tried in order. Default: `["peer_ip"]`.
     pub sources: Vec<KeySource>,
-    /// CIDRs of the proxies whose forwarding headers are believed. Default: none.
+    /// The API keys an `api_key` source accepts. Required when there is such a source.
+    /// Default: none.
+    pub api_keys: Vec<String>,
+    /// CIDRs of the proxies whose forwarding header is believed. Default: none.
     pub trusted_proxies: Vec<IpNet>,
+    /// The forwarding header those proxies set; no other is read. Default: `x-forwarded-for`.
+    pub forwarding_header: ForwardingHeader,
     /// IPv6 peers are grouped by this prefix length. Default: 64.
     pub ipv6_prefix: u8,
     /// Longest accepted header value, in bytes. Default: 128.
@@ -130,15 +166,32 @@ impl Default for ClientKeyConfig {
     fn default() -> Self {
         ClientKeyConfig {
             sources: vec![KeySource::PeerIp],
+            api_keys: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarding_header: ForwardingHeader::default(),
             ipv6_prefix: 64,
             max_value_len: 128,
         }
     }
 }
 
+// API keys stay out of logs: Debug shows how many there are, not what they are.
+impl fmt::Debug for ClientKeyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientKeyConfig")
+            .field("sources", &self.sources)
+            .field("api_keys", &format_args!("<{} keys>", self.api_keys.len()))
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("forwarding_header", &self.forwarding_header)
+            .field("ipv6_prefix", &self.ipv6_prefix)
+            .field("max_value_len", &self.max_value_len)
+            .finish()
+    }
+}
+
 impl ClientKeyConfig {
-    /// Build the resolver; fails on an IPv6 prefix above 128 or an empty source list.
+    /// Build the resolver; fails on an IPv6 prefix above 128, an empty source list, or an
+    /// `api_key` source without a table of known keys.
     pub fn build(self) -> Result<ClientKeyResolver, String> {
         if self.ipv6_prefix > 128 {
             return Err(format!("ipv6_prefix {} is above 128", self.ipv6_prefix));
@@ -149,14 +202,30 @@ impl ClientKeyConfig {
         if self.max_value_len == 0 {
             return Err("max_value_len must be at least 1".into());
         }
-        Ok(ClientKeyResolver { inner: Arc::new(self) })
+        let api_key_source = self.sources.iter().any(|s| matches!(s, KeySource::ApiKey(_)));
+        if api_key_source && self.api_keys.is_empty() {
+            // Without a table every key would be accepted, and any client could mint one.
+            return Err("an api_key client key source needs the table of known keys (api_keys)".into());
+        }
+        if self.api_keys.iter().any(|k| k.is_empty()) {
+            return Err("an empty API key in api_keys".into());
+        }
+        let known = self.api_keys.iter().map(|k| api_key_digest(k)).collect();
+        Ok(ClientKeyResolver { inner: Arc::new(Inner { config: self, known }) })
     }
 }
 
 /// Resolves the [`ClientKey`] of a request. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct ClientKeyResolver {
-    inner: Arc<ClientKeyConfig>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: ClientKeyConfig,
+    /// Digests of the known API keys.
+    known: HashSet<String>,
 }
 
 impl Default for ClientKeyResolver {
@@ -187,7 +256,12 @@ impl ClientKeyResolver {
 
     /// The configuration this resolver was built from.
     pub fn config(&self) -> &ClientKeyConfig {
-        &self.inner
+        &self.inner.config
+    }
+
+    /// Whether `key` is in the table of known API keys.
+    pub fn is_known_api_key(&self, key: &str) -> bool {
+        self.inner.known.contains(&api_key_digest(key))
     }
 
     /// The key of a request, or [`ClientKey::anonymous`].
@@ -202,13 +276,16 @@ impl ClientKeyResolver {
 
     /// The key from the first source that yields one.
     pub fn try_resolve(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<ClientKey> {
-        self.inner.sources.iter().find_map(|source| match source {
+        self.inner.config.sources.iter().find_map(|source| match source {
             KeySource::Header(name) => {
                 self.header_value(headers, name).map(|v| ClientKey(Arc::from(format!("id:{v}"))))
             }
-            KeySource::ApiKey(name) => {
-                self.header_value(headers, name).map(|v| ClientKey(Arc::from(format!("key:{}", api_key_digest(v)))))
-            }
+            KeySource::ApiKey(name) => self
+                .header_value(headers, name)
+                .map(api_key_digest)
+                // An unknown key is no key: the next source decides, so a client cannot mint one.
+                .filter(|digest| self.inner.known.contains(digest))
+                .map(|digest| ClientKey(Arc::from(format!("key:{digest}")))),
             KeySource::Principal => {
                 extensions.get::<Principal>().map(|p| ClientKey(Arc::from(format!("principal:{}", p.0))))
             }
@@ -223,16 +300,17 @@ impl ClientKeyResolver {
     fn header_value<'a>(&self, headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
         let value = headers.get(name)?.as_bytes();
         let ok = !value.is_empty()
-            && value.len() <= self.inner.max_value_len
+            && value.len() <= self.inner.config.max_value_len
             && value.iter().all(|b| (0x21..=0x7e).contains(b));
         ok.then(|| std::str::from_utf8(value).ok()).flatten()
     }
 
     fn group(&self, ip: IpAddr) -> IpAddr {
         match ip {
-            IpAddr::V6(v6) if self.inner.ipv6_prefix < 128 => {
+            IpAddr::V6(v6) if self.inner.config.ipv6_prefix < 128 => {
+                let prefix = self.inner.config.ipv6_prefix;
                 let bits = u128::from(v6);
-                let mask = if self.inner.ipv6_prefix == 0 { 0 } else { u128::MAX << (128 - self.inner.ipv6_prefix) };
+                let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - prefix) };
                 IpAddr::V6(Ipv6Addr::from(bits & mask))
             }
             other => other,
@@ -241,11 +319,12 @@ impl ClientKeyResolver {
 
     /// Whether an address is one of the trusted proxies.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.inner.trusted_proxies.iter().any(|net| net.contains(&ip))
+        self.inner.config.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
     /// The client's IP: the peer's, or, when the peer is a trusted proxy, the rightmost
-    /// untrusted hop of `Forwarded` (preferred) or `X-Forwarded-For`. `None` without a peer address.
+    /// untrusted hop of the configured [`ForwardingHeader`] (no other is read). `None` without
+    /// a peer address.
     pub fn client_ip(&self, headers: &HeaderMap, extensions: &Extensions) -> Option<IpAddr> {
         // axum's `ConnectInfo` first: it is where a served request has its peer.
         let peer = extensions
@@ -256,10 +335,10 @@ impl ClientKeyResolver {
         if !self.is_trusted(peer) {
             return Some(peer);
         }
-        let hops = if headers.contains_key(http::header::FORWARDED) {
-            forwarded_for_hops(headers)
-        } else {
-            x_forwarded_for_hops(headers)
+        let hops = match self.inner.config.forwarding_header {
+            ForwardingHeader::XForwardedFor => x_forwarded_for_hops(headers),
+            ForwardingHeader::Forwarded => forwarded_for_hops(headers),
+            ForwardingHeader::XRealIp => x_real_ip_hop(headers),
         };
         let mut client = peer;
         for hop in hops.iter().rev().take(MAX_FORWARDED_HOPS) {
@@ -293,7 +372,7 @@ impl ClientKeyResolverBuilder {
         }
     }
 
-    /// Add an API-key header source.
+    /// Add an API-key header source. Only keys given to [`Self::known_api_keys`] count.
     pub fn api_key(self, name: &str) -> Self {
         match HeaderName::try_from(name) {
             Ok(h) => self.source(KeySource::ApiKey(h)),
@@ -324,6 +403,22 @@ impl ClientKeyResolverBuilder {
                 Err(_) => return self.fail(format!("invalid trusted proxy CIDR {cidr:?}")),
             }
         }
+        self
+    }
+
+    /// The API keys an API-key source accepts (added to those already given).
+    pub fn known_api_keys<I, S>(mut self, keys: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.config.api_keys.extend(keys.into_iter().map(Into::into));
+        self
+    }
+
+    /// The one forwarding header the trusted proxies set (default `X-Forwarded-For`).
+    pub fn forwarding_header(mut self, header: ForwardingHeader) -> Self {
+        self.config.forwarding_header = header;
         self
     }
 
@@ -376,6 +471,17 @@ fn x_forwarded_for_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
         hops.extend(value.split(',').map(|hop| parse_node(hop.trim())));
     }
     hops
+}
+
+/// `X-Real-IP` names one address; more than one value (a client's plus the proxy's, when the
+/// proxy appends rather than overwrites) is not believed.
+fn x_real_ip_hop(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let mut values = headers.get_all("x-real-ip").iter();
+    match (values.next(), values.next()) {
+        (Some(v), None) => vec![v.to_str().ok().and_then(|v| parse_node(v.trim()))],
+        (None, _) => Vec::new(),
+        (Some(_), Some(_)) => vec![None],
+    }
 }
 
 fn forwarded_for_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
@@ -446,13 +552,50 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_header_is_preferred_and_parses_ipv6_with_port() {
-        let r = ip_resolver();
+    fn configured_forwarded_header_parses_ipv6_with_port_and_xff_is_ignored() {
+        let r = ClientKeyResolver::builder()
+            .peer_ip()
+            .trusted_proxies(["10.0.0.0/8", "::1/128"])
+            .forwarding_header(ForwardingHeader::Forwarded)
+            .build()
+            .unwrap();
         let req = request(
             "[::1]:80",
             &[("forwarded", r#"for="[2001:db8:cafe::17]:4711";proto=https"#), ("x-forwarded-for", "5.5.5.5")],
         );
         assert_eq!(r.resolve(&req).as_str(), "ip:2001:db8:cafe::");
+        // The proxy sets Forwarded; an X-Forwarded-For alone is the client's and is not read.
+        let req = request("[::1]:80", &[("x-forwarded-for", "5.5.5.5")]);
+        assert_eq!(r.resolve(&req).as_str(), "ip:::");
+    }
+
+    #[test]
+    fn a_clients_forwarded_header_does_not_beat_the_proxys_x_forwarded_for() {
+        // The proxy appends the real client to X-Forwarded-For and passes the client's own
+        // `Forwarded` through untouched: only X-Forwarded-For (the default) is read.
+        let r = ip_resolver();
+        let req = request("10.0.0.1:80", &[("forwarded", "for=1.1.1.1"), ("x-forwarded-for", "198.51.100.9")]);
+        assert_eq!(r.resolve(&req).as_str(), "ip:198.51.100.9");
+        let req = request("10.0.0.1:80", &[("forwarded", "for=1.1.1.1"), ("x-real-ip", "2.2.2.2")]);
+        assert_eq!(r.resolve(&req).as_str(), "ip:10.0.0.1");
+    }
+
+    #[test]
+    fn x_real_ip_is_one_address_from_the_proxy() {
+        let r = ClientKeyResolver::builder()
+            .peer_ip()
+            .trusted_proxies(["10.0.0.0/8"])
+            .forwarding_header(ForwardingHeader::XRealIp)
+            .build()
+            .unwrap();
+        let one = request("10.0.0.1:80", &[("x-real-ip", "198.51.100.9"), ("x-forwarded-for", "6.6.6.6")]);
+        assert_eq!(r.resolve(&one).as_str(), "ip:198.51.100.9");
+        // Two values: the proxy appended instead of overwriting; neither is believed.
+        let two = request("10.0.0.1:80", &[("x-real-ip", "6.6.6.6"), ("x-real-ip", "198.51.100.9")]);
+        assert_eq!(r.resolve(&two).as_str(), "ip:10.0.0.1");
+        // From an untrusted peer the header is ignored.
+        let direct = request("203.0.113.7:1", &[("x-real-ip", "6.6.6.6")]);
+        assert_eq!(r.resolve(&direct).as_str(), "ip:203.0.113.7");
     }
 
     #[test]
@@ -481,7 +624,13 @@ mod tests {
 
     #[test]
     fn sources_are_tried_in_order_and_api_keys_are_digested() {
-        let r = ClientKeyResolver::builder().api_key("x-api-key").header("x-client-id").peer_ip().build().unwrap();
+        let r = ClientKeyResolver::builder()
+            .api_key("x-api-key")
+            .known_api_keys(["secret"])
+            .header("x-client-id")
+            .peer_ip()
+            .build()
+            .unwrap();
         let by_key = r.resolve(&request("192.0.2.1:1", &[("x-api-key", "secret"), ("x-client-id", "c1")]));
         assert!(by_key.as_str().starts_with("key:"));
         assert!(!by_key.as_str().contains("secret"));
@@ -490,6 +639,28 @@ mod tests {
         assert_eq!(by_id.as_str(), "id:c1");
         let by_ip = r.resolve(&request("192.0.2.1:1", &[]));
         assert_eq!(by_ip.as_str(), "ip:192.0.2.1");
+    }
+
+    #[test]
+    fn an_unknown_api_key_is_no_key() {
+        let r = ClientKeyResolver::builder().api_key("x-api-key").known_api_keys(["k-1"]).peer_ip().build().unwrap();
+        let known = r.resolve(&request("192.0.2.1:1", &[("x-api-key", "k-1")]));
+        assert_eq!(known.as_str(), format!("key:{}", api_key_digest("k-1")));
+        for minted in ["k-2", "k-1 ", "anything"] {
+            let got = r.resolve(&request("192.0.2.1:1", &[("x-api-key", minted)]));
+            assert_eq!(got.as_str(), "ip:192.0.2.1", "{minted:?}");
+        }
+        assert!(r.is_known_api_key("k-1"));
+        assert!(!r.is_known_api_key("k-2"));
+    }
+
+    #[test]
+    fn the_default_resolver_ignores_client_chosen_headers() {
+        let r = ClientKeyResolver::default();
+        let plain = r.resolve(&request("203.0.113.7:5000", &[]));
+        for (k, v) in [("x-client-id", "fresh-1"), ("x-api-key", "made-up"), ("forwarded", "for=1.1.1.1")] {
+            assert_eq!(r.resolve(&request("203.0.113.7:5000", &[(k, v)])), plain);
+        }
     }
 
     #[test]
@@ -515,10 +686,17 @@ mod tests {
         assert!(ClientKeyResolver::builder().peer_ip().trusted_proxies(["10.0.0.0/33"]).build().is_err());
         assert!(ClientKeyResolver::builder().build().is_err());
         assert!(ClientKeyResolver::builder().header("bad header").build().is_err());
-        let cfg: ClientKeyConfig =
-            serde_json::from_str(r#"{"sources":[{"api_key":"x-api-key"},"peer_ip"],"trusted_proxies":["10.0.0.0/8"]}"#)
-                .unwrap();
+        // An API-key source with no table would accept any key.
+        let err = ClientKeyResolver::builder().api_key("x-api-key").build().unwrap_err();
+        assert!(err.contains("api_keys"), "{err}");
+        let cfg: ClientKeyConfig = serde_json::from_str(
+            r#"{"sources":[{"api_key":"x-api-key"},"peer_ip"],"api_keys":["k-1"],"trusted_proxies":["10.0.0.0/8"],
+                "forwarding_header":"x-real-ip"}"#,
+        )
+        .unwrap();
         assert_eq!(cfg.sources.len(), 2);
+        assert_eq!(cfg.forwarding_header, ForwardingHeader::XRealIp);
+        assert!(!format!("{cfg:?}").contains("k-1"), "keys stay out of Debug");
         assert!(cfg.build().is_ok());
     }
 }

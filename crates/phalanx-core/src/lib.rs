@@ -42,7 +42,9 @@ pub mod testing;
 
 pub use body::LayerBody;
 pub use classify::{Classification, Classifier, ClassifierBuilder, ClassifyLayer, ClassifyService};
-pub use identity::{ClientKey, ClientKeyResolver, ClientKeyResolverBuilder, KeySource, PeerAddr, Principal};
+pub use identity::{
+    ClientKey, ClientKeyResolver, ClientKeyResolverBuilder, ForwardingHeader, KeySource, PeerAddr, Principal,
+};
 pub use priority::{Priority, Tier};
 pub use problem::Problem;
 pub use status::{StatusRegistry, StatusSource, TargetCheck};

@@ -4,6 +4,12 @@
 //! decides what a timeout or an error means ([`crate::FailureMode`]). Clients built by
 //! [`RedisSettings::build_pool`] reconnect by themselves with exponential backoff and fail
 //! commands at once while disconnected, so a Redis that is gone costs no waiting.
+//!
+//! One URL names the deployment: `redis://` (one server), `redis-cluster://host:port?node=…`
+//! (a Redis Cluster: fred follows `MOVED`/`ASK` and the slot map), and `rediss://` /
+//! `rediss-cluster://` for TLS (feature `tls`, rustls; [`RedisSettings::tls_ca_file`] names a
+//! private certificate authority). A TLS URL in a build without the feature is refused rather than
+//! silently connected in plain text.
 
 use std::{future::Future, time::Duration};
 
@@ -19,11 +25,13 @@ use fred::{
 /// pool_size = 4
 /// command_timeout_ms = 20
 /// connect_timeout_ms = 500
+/// # tls_ca_file = "/etc/redis/ca.pem"   # rediss:// with a private CA (feature `tls`)
 /// ```
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://host:port/db`. Default: `redis://127.0.0.1:6379`.
+    /// `redis://host:port/db`, `redis-cluster://host:port?node=host:port&…`, or their TLS forms
+    /// `rediss://…` / `rediss-cluster://…`. Default: `redis://127.0.0.1:6379`.
     pub url: String,
     /// Connections in the pool. Default: 4.
     pub pool_size: usize,
@@ -33,6 +41,9 @@ pub struct RedisSettings {
     pub connect_timeout_ms: u64,
     /// Longest wait between reconnection attempts, in milliseconds. Default: 2000.
     pub reconnect_max_delay_ms: u32,
+    /// PEM file of the certificate authorities a TLS URL trusts, instead of the system's roots.
+    /// Default: none (system roots). Needs feature `tls`.
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisSettings {
@@ -43,6 +54,7 @@ impl Default for RedisSettings {
             command_timeout_ms: 20,
             connect_timeout_ms: 500,
             reconnect_max_delay_ms: 2000,
+            tls_ca_file: None,
         }
     }
 }
@@ -61,7 +73,19 @@ impl RedisSettings {
     /// A fred client builder with these settings: command and connect timeouts, fail-fast
     /// while disconnected, and unbounded exponential reconnection.
     pub fn builder(&self) -> Result<Builder, FredError> {
-        let config = Config { fail_fast: true, ..Config::from_url(&self.url)? };
+        #[allow(unused_mut)]
+        let mut config = Config { fail_fast: true, ..Config::from_url(&self.url)? };
+        #[cfg(feature = "tls")]
+        if let Some(ca_file) = &self.tls_ca_file {
+            if !self.uses_tls() {
+                return Err(config_error("tls_ca_file is set but the URL is not rediss:// or rediss-cluster://"));
+            }
+            config.tls = Some(tls::with_ca_file(ca_file)?);
+        }
+        #[cfg(not(feature = "tls"))]
+        if self.uses_tls() || self.tls_ca_file.is_some() {
+            return Err(config_error("a TLS Redis URL needs phalanx-core's `tls` feature"));
+        }
         let mut builder = Builder::from_config(config);
         let command_timeout = self.command_timeout();
         let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
@@ -78,9 +102,55 @@ impl RedisSettings {
         Ok(builder)
     }
 
+    /// Whether the URL asks for TLS (`rediss://`, `rediss-cluster://` and the valkey forms).
+    pub fn uses_tls(&self) -> bool {
+        let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
+        matches!(scheme, "rediss" | "rediss-cluster" | "rediss-sentinel" | "valkeys" | "valkeys-cluster")
+    }
+
+    /// Whether the URL names a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        let scheme = self.url.split_once("://").map_or("", |(scheme, _)| scheme);
+        scheme.ends_with("-cluster")
+    }
+
     /// A pool of `pool_size` clients, not yet connected: call [`connect_in_background`].
     pub fn build_pool(&self) -> Result<Pool, FredError> {
         self.builder()?.build_pool(self.pool_size.max(1))
+    }
+}
+
+fn config_error(message: &'static str) -> FredError {
+    FredError::new(fred::error::ErrorKind::Config, message)
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::{path::Path, sync::Arc};
+
+    use fred::{error::Error as FredError, types::config::TlsConfig};
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+
+    /// A rustls client configuration that trusts exactly the certificates in `ca_file`.
+    pub(super) fn with_ca_file(ca_file: &Path) -> Result<TlsConfig, FredError> {
+        let tls_error = |what: String| FredError::new(fred::error::ErrorKind::Tls, what);
+        let mut roots = rustls::RootCertStore::empty();
+        let certs = CertificateDer::pem_file_iter(ca_file)
+            .map_err(|e| tls_error(format!("reading {}: {e}", ca_file.display())))?;
+        for cert in certs {
+            let cert = cert.map_err(|e| tls_error(format!("parsing {}: {e}", ca_file.display())))?;
+            roots.add(cert).map_err(|e| tls_error(format!("a CA in {}: {e}", ca_file.display())))?;
+        }
+        if roots.is_empty() {
+            return Err(tls_error(format!("{} holds no certificate", ca_file.display())));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(config.into())
     }
 }
 
@@ -139,6 +209,32 @@ mod tests {
         let pool = s.build_pool().unwrap();
         assert_eq!(pool.size(), 2);
         assert!(RedisSettings::from_url("not a url").build_pool().is_err());
+    }
+
+    #[test]
+    fn cluster_and_tls_urls_are_recognised() {
+        let cluster = RedisSettings::from_url("redis-cluster://127.0.0.1:7000?node=127.0.0.1:7001");
+        assert!(cluster.is_cluster() && !cluster.uses_tls());
+        assert!(cluster.build_pool().is_ok());
+        let tls = RedisSettings::from_url("rediss-cluster://127.0.0.1:7000");
+        assert!(tls.is_cluster() && tls.uses_tls());
+        assert!(!RedisSettings::from_url("redis://127.0.0.1:6379").uses_tls());
+    }
+
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn a_tls_url_without_the_feature_is_refused_not_sent_in_plain_text() {
+        assert!(RedisSettings::from_url("rediss://127.0.0.1:6380").build_pool().is_err());
+    }
+
+    #[cfg(feature = "tls")]
+    #[test]
+    fn a_ca_file_without_a_tls_url_is_refused() {
+        let settings = RedisSettings {
+            tls_ca_file: Some("/nonexistent.pem".into()),
+            ..RedisSettings::from_url("redis://127.0.0.1:1")
+        };
+        assert!(settings.build_pool().is_err());
     }
 
     #[tokio::test]

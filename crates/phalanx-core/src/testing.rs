@@ -160,6 +160,8 @@ impl TestMetrics {
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// For a TLS server: the directory of its CA and certificate, removed on drop.
+    tls_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
@@ -167,13 +169,88 @@ impl RedisServer {
     /// `redis-server` binary is missing or does not come up within 5 s.
     pub fn start() -> Option<RedisServer> {
         let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
-        let mut server = RedisServer { port, child: None };
+        let mut server = RedisServer { port, child: None, tls_dir: None };
         server.spawn().then_some(server)
     }
 
-    /// Its URL.
+    /// Start one that speaks only TLS, with a fresh private CA and a certificate for 127.0.0.1
+    /// made by `openssl`; [`RedisServer::ca_file`] is the CA a client must trust. `None` when
+    /// `openssl` or `redis-server` (built with TLS) is missing.
+    pub fn start_tls() -> Option<RedisServer> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let port = TcpListener::bind("127.0.0.1:0").ok()?.local_addr().ok()?.port();
+        let dir = std::env::temp_dir().join(format!(
+            "phalanx-tls-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mut server = RedisServer { port, child: None, tls_dir: Some(dir.clone()) };
+        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost").ok()?;
+        let openssl = |args: &[&str]| {
+            Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        let made = openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=phalanx-test-ca",
+        ]) && openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]) && openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        (made && server.spawn()).then_some(server)
+    }
+
+    /// Its URL (`rediss://` for a TLS server).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls_dir.is_some() { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
+    }
+
+    /// The CA certificate (PEM) of a TLS server.
+    pub fn ca_file(&self) -> Option<std::path::PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.join("ca.crt"))
     }
 
     /// Its port.
@@ -189,6 +266,22 @@ impl RedisServer {
         }
     }
 
+    /// Freeze the server (SIGSTOP): its connections stay open and nothing answers, as a hung
+    /// Redis behaves. `false` if it is not running or the signal could not be sent.
+    pub fn pause(&self) -> bool {
+        self.signal("-STOP")
+    }
+
+    /// Thaw a paused server (SIGCONT).
+    pub fn resume(&self) -> bool {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> bool {
+        let Some(child) = &self.child else { return false };
+        Command::new("kill").args([signal, &child.id().to_string()]).status().is_ok_and(|s| s.success())
+    }
+
     /// Start it again on the same port; `false` if it did not come up.
     pub fn restart(&mut self) -> bool {
         self.stop();
@@ -196,19 +289,28 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> bool {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn();
-        let Ok(child) = child else { return false };
+        let port = self.port.to_string();
+        let mut command = Command::new("redis-server");
+        command.args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]);
+        match &self.tls_dir {
+            None => command.args(["--port", &port]),
+            Some(dir) => command
+                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(dir.join("server.crt"))
+                .arg("--tls-key-file")
+                .arg(dir.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(dir.join("ca.crt")),
+        };
+        let Ok(child) = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn() else { return false };
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if ping(self.port) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let up = match self.ca_file() {
+            None => wait_for_ping(self.port),
+            Some(ca) => wait_for_tls_ping(self.port, &ca),
+        };
+        if up {
+            return true;
         }
         self.stop();
         false
@@ -218,7 +320,244 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.tls_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
+}
+
+/// A private Redis Cluster of `redis-server` children on loopback (masters, each with its
+/// replicas), for tests of cluster behaviour: slots, redirections, a master killed mid-test.
+/// Built with `redis-cli --cluster create`; node timeout 1 s, so a killed master's replica takes
+/// over within a few seconds. Killed on drop, its files removed.
+#[derive(Debug)]
+pub struct RedisCluster {
+    dir: std::path::PathBuf,
+    nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisCluster {
+    /// Start `masters` masters with `replicas` replicas each and wait (up to 20 s) until every
+    /// node reports `cluster_state:ok`. `None` when `redis-server`/`redis-cli` are missing or the
+    /// cluster does not form.
+    pub fn start(masters: usize, replicas: usize) -> Option<RedisCluster> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "phalanx-cluster-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).ok()?;
+        let mut cluster = RedisCluster { dir, nodes: Vec::new() };
+        for _ in 0..masters * (1 + replicas) {
+            let port = cluster_port()?;
+            cluster.nodes.push(ClusterNode { port, child: None });
+            let index = cluster.nodes.len() - 1;
+            if !cluster.spawn(index) {
+                return None;
+            }
+        }
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &cluster.nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let created = create
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        (created.success() && cluster.wait_ok(Duration::from_secs(20))).then_some(cluster)
+    }
+
+    /// A fred `redis-cluster://` URL naming every node.
+    pub fn url(&self) -> String {
+        let mut url = format!("redis-cluster://127.0.0.1:{}", self.nodes[0].port);
+        for (i, node) in self.nodes.iter().enumerate().skip(1) {
+            url.push(if i == 1 { '?' } else { '&' });
+            url.push_str(&format!("node=127.0.0.1:{}", node.port));
+        }
+        url
+    }
+
+    /// The ports of every node, masters and replicas.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(|n| n.port).collect()
+    }
+
+    /// The ports of the nodes that are masters now (as a live node reports them).
+    pub fn master_ports(&self) -> Vec<u16> {
+        let Some(text) = self.live_ports().into_iter().find_map(|p| redis_cli(p, &["cluster", "nodes"])) else {
+            return Vec::new();
+        };
+        let mut ports: Vec<u16> = text
+            .lines()
+            .filter(|line| line.contains("master") && !line.contains("fail"))
+            .filter_map(|line| line.split_whitespace().nth(1)?.split(['@', ':']).nth(1)?.parse().ok())
+            .collect();
+        ports.sort_unstable();
+        ports
+    }
+
+    /// The master that serves `key`'s slot.
+    pub fn master_of(&self, key: &str) -> Option<u16> {
+        let slot: u16 = self
+            .live_ports()
+            .into_iter()
+            .find_map(|p| redis_cli(p, &["cluster", "keyslot", key]))?
+            .trim()
+            .parse()
+            .ok()?;
+        self.slot_ranges().into_iter().find(|(start, end, _)| (*start..=*end).contains(&slot)).map(|(_, _, port)| port)
+    }
+
+    /// `(first slot, last slot, master port)` of each range, as a live node sees it.
+    fn slot_ranges(&self) -> Vec<(u16, u16, u16)> {
+        let Some(text) = self.live_ports().into_iter().find_map(|p| redis_cli(p, &["cluster", "slots"])) else {
+            return Vec::new();
+        };
+        // `redis-cli cluster slots` prints each range's start and end, then its master's host and
+        // port (and id), then its replicas.
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        lines
+            .windows(4)
+            .filter_map(|w| {
+                let (start, end) = (w[0].parse::<u16>().ok()?, w[1].parse::<u16>().ok()?);
+                (w[2] == "127.0.0.1" && start <= end).then_some((start, end, w[3].parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// Kill one node (SIGKILL): with replicas, the cluster fails over after the node timeout.
+    pub fn kill(&mut self, port: u16) {
+        if let Some(node) = self.nodes.iter_mut().find(|n| n.port == port) {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    /// Start a killed node again on its port; it rejoins with its saved cluster configuration.
+    pub fn restart(&mut self, port: u16) -> bool {
+        self.kill(port);
+        match self.nodes.iter().position(|n| n.port == port) {
+            Some(index) => self.spawn(index),
+            None => false,
+        }
+    }
+
+    /// Wait until every live node reports `cluster_state:ok` and every slot is served by a live
+    /// master.
+    pub fn wait_ok(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let live = self.live_ports();
+            let ranges = self.slot_ranges();
+            let served: u32 = ranges.iter().map(|(start, end, _)| u32::from(end - start) + 1).sum();
+            if !live.is_empty()
+                && served == 16_384
+                && ranges.iter().all(|(_, _, master)| live.contains(master))
+                && live
+                    .iter()
+                    .all(|&p| redis_cli(p, &["cluster", "info"]).is_some_and(|t| t.contains("cluster_state:ok")))
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    fn live_ports(&self) -> Vec<u16> {
+        self.nodes.iter().filter(|n| n.child.is_some()).map(|n| n.port).collect()
+    }
+
+    fn spawn(&mut self, index: usize) -> bool {
+        let port = self.nodes[index].port;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000"])
+            // A replica takes over even if it has not finished its first sync: tests kill masters
+            // moments after the cluster forms.
+            .args(["--cluster-replica-validity-factor", "0"])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.nodes[index].child = Some(child);
+        wait_for_ping(port)
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too, away from the ephemeral range.
+fn cluster_port() -> Option<u16> {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let base = 20_000 + (std::process::id() % 500) as u16 * 16;
+    for _ in 0..2_000 {
+        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 9_000;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return Some(port);
+        }
+    }
+    None
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> Option<String> {
+    let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn wait_for_tls_ping(port: u16, ca: &std::path::Path) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let pong = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "--tls", "--cacert"])
+            .arg(ca)
+            .arg("ping")
+            .output()
+            .is_ok_and(|o| o.stdout.starts_with(b"PONG"));
+        if pong {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn wait_for_ping(port: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if ping(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 fn ping(port: u16) -> bool {
@@ -251,6 +590,38 @@ mod tests {
         assert_eq!(metrics.count("h", &[("k", "a")]), 2);
         assert_eq!(metrics.value("h", &[("k", "a")]), Some(2.0));
         assert_eq!(metrics.value("g", &[]), Some(-4.0));
+    }
+
+    #[test]
+    fn private_redis_server_pauses_and_resumes() {
+        let Some(server) = RedisServer::start() else {
+            skip("private_redis_server_pauses_and_resumes", "redis-server binary not found");
+            return;
+        };
+        assert!(server.pause());
+        assert!(!ping(server.port()), "a paused server must not answer");
+        assert!(server.resume());
+        assert!(wait_for_ping(server.port()));
+    }
+
+    #[test]
+    fn private_redis_cluster_forms_and_fails_over() {
+        let Some(mut cluster) = RedisCluster::start(3, 1) else {
+            skip("private_redis_cluster_forms_and_fails_over", "redis-server/redis-cli not found or no cluster");
+            return;
+        };
+        assert_eq!(cluster.ports().len(), 6);
+        let masters = cluster.master_ports();
+        assert_eq!(masters.len(), 3, "three masters: {masters:?}");
+        assert!(cluster.url().starts_with("redis-cluster://127.0.0.1:"));
+        let owner = cluster.master_of("{tag}:a").expect("slot owner");
+        assert!(masters.contains(&owner));
+        cluster.kill(owner);
+        assert!(cluster.wait_ok(Duration::from_secs(20)), "a replica takes over the killed master's slots");
+        let promoted = cluster.master_of("{tag}:a").expect("new slot owner");
+        assert_ne!(promoted, owner);
+        assert!(cluster.restart(owner));
+        assert!(cluster.wait_ok(Duration::from_secs(20)));
     }
 
     #[test]

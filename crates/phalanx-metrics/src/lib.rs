@@ -6,6 +6,9 @@
 //!   serves `/metrics`.
 //! - [`StatusReport`] serves `/status`: rate, latency and errors over a recent window, process
 //!   CPU and memory, each layer's registered section, and every target with whether it is met.
+//!   With [`StatusReport::with_scaling`] and the measured per-pod capacity it adds
+//!   `scaling_recommendations`: the HPA formula (`ceil(replicas × rate / target)`, held within
+//!   the 0.1 tolerance) on this pod's recent request rate, scale up/down/hold, and why.
 //!
 //! ```
 //! use axum::{routing::get, Router};
@@ -36,5 +39,7 @@ mod window;
 
 pub use exporter::{ExporterError, PrometheusExporter, PROMETHEUS_TEXT};
 pub use layer::{HttpStats, MetricsBody, MetricsLayer, MetricsService, ResponseFuture};
-pub use status::{LatencyTargets, StatusReport};
+pub use status::{
+    LatencyTargets, ScalingAction, ScalingConfig, ScalingConfigError, ScalingRecommendation, StatusReport,
+};
 pub use window::WindowSummary;

@@ -25,6 +25,146 @@ impl Default for LatencyTargets {
     }
 }
 
+/// What `/status` needs to recommend a replica count: the HPA's formula on this pod's request
+/// rate (`desired = ceil(replicas × rate / target)`, nothing done within the tolerance).
+#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScalingConfig {
+    /// The measured per-pod capacity: the highest request rate at which one pod meets the
+    /// latency targets, req/s. Required (0 = no recommendation).
+    pub capacity_rps: f64,
+    /// The HPA's per-pod target as a fraction of the capacity (headroom). Default 0.7.
+    pub target_utilization: f64,
+    /// The replicas now serving, when the pod is told (else the recommendation is per this
+    /// pod's share: how many pods its load alone implies). Default 1.
+    pub replicas: u32,
+    /// The HPA tolerance. Default 0.1.
+    pub tolerance: f64,
+}
+
+impl Default for ScalingConfig {
+    fn default() -> Self {
+        ScalingConfig { capacity_rps: 0.0, target_utilization: 0.7, replicas: 1, tolerance: 0.1 }
+    }
+}
+
+/// An invalid [`ScalingConfig`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalingConfigError(String);
+
+impl std::fmt::Display for ScalingConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid scaling configuration: {}", self.0)
+    }
+}
+
+impl std::error::Error for ScalingConfigError {}
+
+/// Scale up, down, or hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScalingAction {
+    /// More replicas are needed.
+    ScaleUp,
+    /// Fewer replicas would do.
+    ScaleDown,
+    /// Within the tolerance: keep the count.
+    Hold,
+}
+
+/// The `scaling_recommendations` section of `/status`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScalingRecommendation {
+    /// This pod's request rate over the recent window, req/s.
+    pub request_rate: f64,
+    /// The per-pod target, req/s (capacity × target utilization).
+    pub target_rps: f64,
+    /// The measured per-pod capacity, req/s.
+    pub capacity_rps: f64,
+    /// request rate / target.
+    pub ratio: f64,
+    /// The replicas serving now (as configured).
+    pub current_replicas: u32,
+    /// `ceil(current × ratio)`, or the current count within the tolerance.
+    pub desired_replicas: u32,
+    /// Pods at full capacity the load needs: `ceil(current × rate / capacity)`.
+    pub minimum_replicas: u32,
+    /// What to do.
+    pub action: ScalingAction,
+    /// Why, in words.
+    pub reason: String,
+}
+
+impl ScalingConfig {
+    /// Checks the values; `/status` refuses to start on a bad one.
+    pub fn validate(&self) -> Result<(), ScalingConfigError> {
+        let bad = |m: &str| Err(ScalingConfigError(m.to_owned()));
+        if !self.capacity_rps.is_finite() || self.capacity_rps <= 0.0 {
+            return bad("capacity_rps must be a number > 0");
+        }
+        if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
+            return bad("target_utilization must be in (0, 1]");
+        }
+        if self.replicas == 0 {
+            return bad("replicas must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.tolerance) {
+            return bad("tolerance must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    /// The HPA's decision for a pod serving `rate` req/s, as the controller would take it if
+    /// every pod saw the same rate.
+    pub fn recommend(&self, rate: f64) -> ScalingRecommendation {
+        let rate = if rate.is_finite() && rate > 0.0 { rate } else { 0.0 };
+        let target = self.capacity_rps * self.target_utilization;
+        let ratio = rate / target;
+        let current = self.replicas;
+        // Saturate: a hostile or absurd rate must not wrap the count.
+        let ceil = |x: f64| x.ceil().clamp(0.0, u32::MAX as f64) as u32;
+        let minimum = ceil(current as f64 * rate / self.capacity_rps).max(1);
+        let (desired, action, reason) = if (1.0 - ratio).abs() <= self.tolerance {
+            (
+                current,
+                ScalingAction::Hold,
+                format!(
+                    "{rate:.0} req/s per pod is {ratio:.2}× the target {target:.0} req/s, within the ±{} tolerance",
+                    self.tolerance
+                ),
+            )
+        } else {
+            let desired = ceil(current as f64 * ratio).max(1);
+            let (action, verb) = match desired.cmp(&current) {
+                std::cmp::Ordering::Greater => (ScalingAction::ScaleUp, "above"),
+                std::cmp::Ordering::Less => (ScalingAction::ScaleDown, "below"),
+                std::cmp::Ordering::Equal => (ScalingAction::Hold, "off"),
+            };
+            (
+                desired,
+                action,
+                format!(
+                    "{rate:.0} req/s per pod is {ratio:.2}× the target {target:.0} req/s ({:.0} % of the measured capacity {:.0} req/s), {verb} it by more than the ±{} tolerance: ceil({current} × {ratio:.2}) = {desired}",
+                    self.target_utilization * 100.0,
+                    self.capacity_rps,
+                    self.tolerance
+                ),
+            )
+        };
+        ScalingRecommendation {
+            request_rate: rate,
+            target_rps: target,
+            capacity_rps: self.capacity_rps,
+            ratio,
+            current_replicas: current,
+            desired_replicas: desired,
+            minimum_replicas: minimum,
+            action,
+            reason,
+        }
+    }
+}
+
 /// Builds the `/status` report. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StatusReport {
@@ -37,6 +177,7 @@ struct Inner {
     registry: StatusRegistry,
     targets: LatencyTargets,
     cpu: process::CpuMeter,
+    scaling: Option<ScalingConfig>,
 }
 
 impl StatusReport {
@@ -47,7 +188,24 @@ impl StatusReport {
 
     /// A report judging these latency targets.
     pub fn with_targets(http: HttpStats, registry: StatusRegistry, targets: LatencyTargets) -> Self {
-        StatusReport { inner: Arc::new(Inner { http, registry, targets, cpu: process::CpuMeter::default() }) }
+        StatusReport {
+            inner: Arc::new(Inner { http, registry, targets, cpu: process::CpuMeter::default(), scaling: None }),
+        }
+    }
+
+    /// Adds the `scaling_recommendations` section: the replicas this pod's load implies.
+    pub fn with_scaling(self, scaling: ScalingConfig) -> Result<Self, ScalingConfigError> {
+        scaling.validate()?;
+        let i = &*self.inner;
+        Ok(StatusReport {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                registry: i.registry.clone(),
+                targets: i.targets,
+                cpu: process::CpuMeter::default(),
+                scaling: Some(scaling),
+            }),
+        })
     }
 
     /// The report as JSON.
@@ -76,6 +234,9 @@ impl StatusReport {
             "targets": targets,
             "targets_met": all_met,
         });
+        if let Some(scaling) = &inner.scaling {
+            report["scaling_recommendations"] = json!(scaling.recommend(recent.rate));
+        }
         for (name, section) in inner.registry.sections() {
             report[name] = section;
         }

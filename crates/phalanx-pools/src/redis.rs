@@ -49,7 +49,7 @@ use crate::{
 pub struct RedisPoolConfig {
     /// The pool's name: the `pool` label of its metrics and its key in `/status`. Default: `redis`.
     pub name: String,
-    /// `redis://host:port/db`. Default: `redis://127.0.0.1:6379`.
+    /// `redis://host:port/db`, `redis-cluster://…` or `rediss://…`. Default: `redis://127.0.0.1:6379`.
     pub url: String,
     /// Connections (each pipelines many commands). Default: 4.
     pub pool_size: usize,
@@ -69,6 +69,9 @@ pub struct RedisPoolConfig {
     pub fail_fast_when_unhealthy: bool,
     /// The background health check (`PING`).
     pub health: HealthConfig,
+    /// PEM file of the certificate authorities a `rediss://` URL trusts (phalanx-core feature
+    /// `tls`). Default: none (the system's roots).
+    pub tls_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RedisPoolConfig {
@@ -85,6 +88,7 @@ impl Default for RedisPoolConfig {
             retry_after_ms: 1000,
             fail_fast_when_unhealthy: true,
             health: HealthConfig::default(),
+            tls_ca_file: s.tls_ca_file,
         }
     }
 }
@@ -102,6 +106,7 @@ impl RedisPoolConfig {
             command_timeout_ms: self.command_timeout_ms,
             connect_timeout_ms: self.connect_timeout_ms,
             reconnect_max_delay_ms: self.reconnect_max_delay_ms,
+            tls_ca_file: self.tls_ca_file.clone(),
         }
     }
 

@@ -57,3 +57,23 @@ impl IntoResponse for PoolRejection {
         IntoResponse::into_response(self.to_problem())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_problem_body_carries_no_error_text_of_the_dependency() {
+        let secret = "error connecting to redis://user:pw@10.1.2.3:6379: Connection refused (os error 111)";
+        let rejection = PoolRejection::Unavailable {
+            pool: "redis".into(),
+            detail: secret.into(),
+            retry_after: Duration::from_secs(1),
+        };
+        let body = String::from_utf8(rejection.to_problem().to_json().to_vec()).unwrap();
+        for leak in ["10.1.2.3", "redis://", "pw", "refused", "os error"] {
+            assert!(!body.contains(leak), "{leak:?} in {body}");
+        }
+        assert!(body.contains("\"pool\":\"redis\""), "{body}");
+    }
+}

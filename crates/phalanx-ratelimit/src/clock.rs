@@ -10,21 +10,18 @@ use std::{
 
 /// Where a limiter reads the time, in microseconds since the Unix epoch.
 ///
-/// Every clock reads the wall clock once and then advances with a monotonic clock. The default
-/// ([`Clock::default`]) follows tokio's time when the layer is built where that time is paused
-/// (`#[tokio::test(start_paused = true)]`), so such tests control it; elsewhere it reads the
-/// CPU's time-stamp counter ([`Clock::tsc`]), the cheapest monotonic clock. Nodes sharing Redis
-/// pass this time into the GCRA script, so their wall clocks should agree (NTP keeps them within
-/// a few milliseconds; a skew of `d` lets a key gain or lose about `d / emission interval`
-/// requests when it moves between nodes). Where clocks cannot be trusted, the Redis store can
-/// use the Redis server's clock instead ([`crate::RedisStoreBuilder::server_time`]).
+/// The default ([`Clock::default`]) follows tokio's time when the layer is built where that
+/// time is paused (`#[tokio::test(start_paused = true)]`), so such tests control it; elsewhere it
+/// reads the CPU's time-stamp counter ([`Clock::tsc`]), the cheapest clock, re-anchored to the
+/// wall clock every second. The Redis store's scripts read Redis's own clock by default
+/// ([`crate::RedisStoreBuilder::server_time`]), so nodes sharing Redis need not agree on time.
 #[derive(Debug, Clone)]
 pub struct Clock(Kind);
 
 #[derive(Debug, Clone)]
 enum Kind {
     Tokio { epoch_us: u64, origin: tokio::time::Instant },
-    Tsc { epoch_us: u64, clock: quanta::Clock, origin: u64 },
+    Tsc(Arc<Tsc>),
     Manual(Arc<AtomicU64>),
 }
 
@@ -59,13 +56,15 @@ impl Clock {
         Clock(Kind::Tokio { epoch_us, origin: tokio::time::Instant::now() })
     }
 
-    /// The wall clock at creation, advanced by the CPU's time-stamp counter where it is stable
-    /// (through `quanta`), else by the OS monotonic clock. Cheaper to read than
-    /// [`Clock::tokio`] (a counter read against a clock call), but blind to tokio's paused time.
+    /// The wall clock, advanced by the CPU's time-stamp counter where it is stable (through
+    /// `quanta`), else by the OS monotonic clock, and re-anchored to the wall clock every second
+    /// of counter time, so that a counter's drift never adds up with uptime (an NTP-disciplined
+    /// wall clock keeps nodes within its own error of each other). A re-anchoring may move the
+    /// time back by the drift of one second; the limiter tolerates that (a TAT never depends on
+    /// the clock being monotonic). Cheaper to read than [`Clock::tokio`] (a counter read against
+    /// a clock call), but blind to tokio's paused time.
     pub fn tsc() -> Self {
-        let clock = quanta::Clock::new();
-        let epoch_us = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        Clock(Kind::Tsc { epoch_us, origin: clock.raw(), clock })
+        Clock(Kind::Tsc(Arc::new(Tsc::new(quanta::Clock::new(), None))))
     }
 
     /// A clock that moves only when told ([`Clock::advance`]); clones share it. For tests that
@@ -85,9 +84,58 @@ impl Clock {
     pub fn now_us(&self) -> u64 {
         match &self.0 {
             Kind::Tokio { epoch_us, origin } => epoch_us + origin.elapsed().as_micros() as u64,
-            Kind::Tsc { epoch_us, clock, origin } => epoch_us + clock.delta_as_nanos(*origin, clock.raw()) / 1000,
+            Kind::Tsc(tsc) => tsc.now_us(),
             Kind::Manual(now) => now.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// How often, in counter time, the counter clock is re-anchored to the wall clock.
+const REANCHOR_US: u64 = 1_000_000;
+
+/// The counter clock: `now = counter microseconds since origin + offset`, where the offset is
+/// the wall clock minus the counter at the last anchoring. One atomic word each, so a reader
+/// never sees half an anchor.
+#[derive(Debug)]
+struct Tsc {
+    clock: quanta::Clock,
+    origin: u64,
+    offset_us: AtomicU64,
+    next_anchor_us: AtomicU64,
+    /// A wall clock to read instead of the system's (tests).
+    wall: Option<Arc<AtomicU64>>,
+}
+
+impl Tsc {
+    fn new(clock: quanta::Clock, wall: Option<Arc<AtomicU64>>) -> Self {
+        let tsc =
+            Tsc { origin: clock.raw(), clock, offset_us: AtomicU64::new(0), next_anchor_us: AtomicU64::new(0), wall };
+        tsc.now_us();
+        tsc
+    }
+
+    fn wall_us(&self) -> u64 {
+        match &self.wall {
+            Some(wall) => wall.load(Ordering::Relaxed),
+            None => SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+
+    fn now_us(&self) -> u64 {
+        let counter_us = self.clock.delta_as_nanos(self.origin, self.clock.raw()) / 1000;
+        let next = self.next_anchor_us.load(Ordering::Relaxed);
+        // One reader per period re-anchors; the others keep the offset they read.
+        if counter_us >= next
+            && self
+                .next_anchor_us
+                .compare_exchange(next, counter_us + REANCHOR_US, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let offset = self.wall_us().wrapping_sub(counter_us);
+            self.offset_us.store(offset, Ordering::Relaxed);
+            return counter_us.wrapping_add(offset);
+        }
+        counter_us.wrapping_add(self.offset_us.load(Ordering::Relaxed))
     }
 }
 
@@ -111,6 +159,28 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         let elapsed = clock.now_us() - start;
         assert!((4_000..1_000_000).contains(&elapsed), "{elapsed} µs");
+    }
+
+    #[test]
+    fn the_counter_clock_re_anchors_to_the_wall_clock() {
+        let (counter, mock) = quanta::Clock::mock();
+        let start = 1_700_000_000_000_000u64;
+        let wall = Arc::new(AtomicU64::new(start));
+        let clock = Clock(Kind::Tsc(Arc::new(Tsc::new(counter, Some(wall.clone())))));
+        assert_eq!(clock.now_us(), start);
+        // Within a period the counter alone moves the time.
+        mock.increment(Duration::from_millis(500));
+        wall.fetch_add(500_300, Ordering::Relaxed);
+        assert_eq!(clock.now_us(), start + 500_000);
+        // The counter runs 300 µs slow per 500 ms: an hour of that would be 2 s of skew. At
+        // each period's end the wall clock is read again, so the skew never exceeds one period's drift.
+        for _ in 0..7200 {
+            mock.increment(Duration::from_millis(500));
+            wall.fetch_add(500_300, Ordering::Relaxed);
+            let skew = wall.load(Ordering::Relaxed) - clock.now_us();
+            assert!(skew <= 600, "skew {skew} µs");
+        }
+        assert_eq!(clock.now_us(), wall.load(Ordering::Relaxed) - 300, "anchored at the last period");
     }
 
     #[test]

@@ -21,11 +21,14 @@ use crate::{BuildError, Policy, Quota, RateLimitLayer, RedisStore};
 ///
 /// [redis]                 # used when the service has a Redis pool
 /// prefix = "phalanx:rl"
-/// deadline_ms = 5
-/// failure_mode = "open"   # or "closed"
-/// fallback_local = true
-/// deny_cache = true
-/// server_time = false
+/// deadline_ms = 50        # background round trips only
+/// failure_mode = "open"   # or "closed", while Redis is down
+/// fallback_local = true   # quota / known node count while Redis is down
+/// server_time = true
+/// lease_fraction = 0.1
+/// heartbeat_ms = 1000
+/// down_after_ms = 1000
+/// max_queue = 65536
 ///
 /// [[policies]]
 /// name = "per-client"
@@ -116,27 +119,39 @@ impl PolicyConfig {
 pub struct RedisLimitConfig {
     /// Key prefix; nodes sharing quotas share it. Default: `phalanx:rl`.
     pub prefix: String,
-    /// The longest a decision waits for Redis, in milliseconds. Default: 5.
+    /// The longest one background round trip may take, in milliseconds (requests never wait
+    /// for it). Default: 50.
     pub deadline_ms: u64,
-    /// What to do when Redis gives no answer in time. Default: `open`.
+    /// What to do while Redis is down. Default: `open`.
     pub failure_mode: FailureMode,
-    /// When failing open, decide with the in-process limiter. Default: `true`.
+    /// When failing open, decide in-process with each quota divided by the last known node
+    /// count. Default: `true`.
     pub fallback_local: bool,
-    /// Answer keys known to be limited without Redis until they may pass. Default: `true`.
-    pub deny_cache: bool,
-    /// Use the Redis server's clock instead of the node's. Default: `false`.
+    /// Use the Redis server's clock inside the scripts. Default: `true`.
     pub server_time: bool,
+    /// The share of each policy's burst a node leases at once (and may spend on credit for a
+    /// key it has not synchronised yet). Default: 0.1 (at least one token).
+    pub lease_fraction: f64,
+    /// How often the node announces itself and counts the nodes, in milliseconds. Default: 1000.
+    pub heartbeat_ms: u64,
+    /// How long Redis must fail before the fallback decides, in milliseconds. Default: 1000.
+    pub down_after_ms: u64,
+    /// Keys waiting for a synchronisation at most. Default: 65536.
+    pub max_queue: usize,
 }
 
 impl Default for RedisLimitConfig {
     fn default() -> Self {
         RedisLimitConfig {
             prefix: "phalanx:rl".into(),
-            deadline_ms: 5,
+            deadline_ms: 50,
             failure_mode: FailureMode::Open,
             fallback_local: true,
-            deny_cache: true,
-            server_time: false,
+            server_time: true,
+            lease_fraction: 0.1,
+            heartbeat_ms: 1000,
+            down_after_ms: 1000,
+            max_queue: 65_536,
         }
     }
 }
@@ -158,8 +173,11 @@ impl RateLimitConfig {
             let store = RedisStore::builder(pool)
                 .prefix(self.redis.prefix.clone())
                 .deadline(Duration::from_millis(self.redis.deadline_ms))
-                .deny_cache(self.redis.deny_cache)
                 .server_time(self.redis.server_time)
+                .lease_fraction(self.redis.lease_fraction)
+                .heartbeat(Duration::from_millis(self.redis.heartbeat_ms))
+                .down_after(Duration::from_millis(self.redis.down_after_ms))
+                .max_queue(self.redis.max_queue)
                 .build()?;
             builder = builder.redis(store);
         }

@@ -24,8 +24,9 @@ use phalanx_core::{
 use tower_layer::Layer;
 
 use crate::{
-    local::{LocalStore, Verdicts, MAX_POLICIES},
+    local::{add_tally, LocalStore, Tally, Verdicts, MAX_POLICIES},
     quota::{policy_header_values, CompiledPolicy, Gcra},
+    redis::Leases,
     BuildError, Clock, Policy, RateLimitService, RedisStore,
 };
 
@@ -105,6 +106,15 @@ impl RateLimitLayer {
     pub fn status(&self) -> RateLimitStatus {
         RateLimitStatus { shared: self.shared.clone() }
     }
+
+    /// With a Redis store: send the lease synchronisations queued now and wait for them (at
+    /// most twice the store's deadline). The background task does this by itself; call it
+    /// before shutting down, or in tests that need the leases settled. No-op in-process.
+    pub async fn sync(&self) {
+        if let Some(redis) = &self.shared.redis {
+            redis.sync().await;
+        }
+    }
 }
 
 /// Builder of a [`RateLimitLayer`], with consuming setters.
@@ -151,14 +161,15 @@ impl RateLimitLayerBuilder {
         self
     }
 
-    /// What to do when Redis does not answer within its deadline (default: fail open).
+    /// What to do while Redis is down (failing for longer than the store's `down_after`):
+    /// fail open (default) or closed.
     pub fn failure_mode(mut self, mode: FailureMode) -> Self {
         self.failure_mode = mode;
         self
     }
 
-    /// When failing open, decide with the in-process limiter instead of letting everything
-    /// through (default `true`).
+    /// When failing open, decide with the in-process limiter, each quota divided by the last
+    /// known number of nodes, instead of letting everything through (default `true`).
     pub fn fallback_local(mut self, yes: bool) -> Self {
         self.fallback_local = yes;
         self
@@ -222,6 +233,8 @@ impl RateLimitLayerBuilder {
         let resolver = self.resolver.unwrap_or_default();
         // With the peer IP as first source, an IPv4 peer is keyed without spelling its key.
         let peer_ip_first = resolver.config().sources.first() == Some(&KeySource::PeerIp);
+        let names: Vec<&str> = policies.iter().map(|p| &*p.name).collect();
+        let redis = self.redis.map(|store| store.start(&names, &gcras, clock.clone()));
         Ok(RateLimitLayer {
             shared: Arc::new_cyclic(|shared| Shared {
                 metrics: Metrics::new(&meter, &policies, self.shadow, shared.clone()),
@@ -232,7 +245,7 @@ impl RateLimitLayerBuilder {
                 peer_ip_first,
                 resolver,
                 local: LocalStore::new(),
-                redis: self.redis,
+                redis,
                 failure_mode: self.failure_mode,
                 fallback_local: self.fallback_local,
                 shadow: self.shadow,
@@ -319,9 +332,10 @@ impl Metrics {
             .with_description("Rate-limit decisions by policy and outcome")
             .with_callback(move |observer| {
                 let Some(shared) = shared.upgrade() else { return };
+                let tally = shared.snapshot().tally;
                 for (policy, attributes) in attributes.iter().enumerate() {
                     for (outcome, attributes) in OUTCOME_LIST.iter().zip(attributes) {
-                        let count = shared.decisions(policy, *outcome);
+                        let count = tally[policy][*outcome as usize];
                         // An outcome never seen makes no series.
                         if count > 0 {
                             observer.observe(count, attributes);
@@ -341,6 +355,15 @@ impl Metrics {
 
 const OUTCOME_LIST: [Outcome; OUTCOMES] = [Outcome::Allowed, Outcome::Limited, Outcome::FailOpen, Outcome::FailClosed];
 
+/// What `/status` and the metrics read, gathered in one pass over the shards.
+struct Snapshot {
+    tally: Tally,
+    local_keys: usize,
+    local_bytes: usize,
+    lease_keys: usize,
+    lease_bytes: usize,
+}
+
 /// State shared by the layer and every service clone.
 pub(crate) struct Shared {
     policies: Box<[CompiledPolicy]>,
@@ -352,7 +375,7 @@ pub(crate) struct Shared {
     /// The resolver's first source is the peer IP (so it always answers with it when there is one).
     peer_ip_first: bool,
     local: LocalStore,
-    redis: Option<RedisStore>,
+    redis: Option<Arc<Leases>>,
     failure_mode: FailureMode,
     fallback_local: bool,
     shadow: bool,
@@ -391,54 +414,46 @@ impl Shared {
         &self.gcras[tier as usize][..self.policies.len()]
     }
 
-    /// The answer to a request decided without waiting, or `None` when Redis must be asked.
-    pub(crate) fn try_answer(&self, digest: u64, tier: Tier) -> Option<Answer> {
+    /// The answer to a request, decided without waiting: in-process, from this node's lease of
+    /// the quota on Redis, or by the failure mode while Redis is down.
+    pub(crate) fn answer_now(&self, key: Option<&ClientKey>, digest: u64, tier: Tier) -> Answer {
         let mut decision = Decision::new(Outcome::Limited, tier);
-        match &self.redis {
-            None => self.local_decision(digest, Outcome::Allowed, &mut decision),
-            Some(redis) => decision.verdicts = redis.cached_denial(digest, self.policies.len(), self.clock.now_us())?,
-        }
-        Some(self.answer(&decision))
-    }
-
-    fn local_decision(&self, digest: u64, when_allowed: Outcome, decision: &mut Decision) {
-        self.local.decide(digest, self.gcras(decision.tier), self.clock.now_us(), when_allowed, &mut decision.verdicts);
-        decision.outcome = if decision.verdicts.allowed() { when_allowed } else { Outcome::Limited };
-        decision.counted = true;
-    }
-
-    /// Ask Redis; on a timeout or error apply the failure mode.
-    pub(crate) async fn decide_remote(&self, key: Option<ClientKey>, digest: u64, tier: Tier) -> Answer {
-        let key = key.expect("the client key is kept whenever a Redis store is used");
-        let decision = self.remote_decision(key, digest, tier).await;
-        self.answer(&decision)
-    }
-
-    async fn remote_decision(&self, key: ClientKey, digest: u64, tier: Tier) -> Decision {
-        let redis = self.redis.as_ref().expect("decide_remote is called only with a Redis store");
-        let mut policies = [("", Gcra { emission_us: 1, tolerance_us: 1 }); MAX_POLICIES];
-        for (slot, (p, g)) in policies.iter_mut().zip(self.policies.iter().zip(self.gcras(tier))) {
-            *slot = (&p.name, *g);
-        }
-        let policies = &policies[..self.policies.len()];
-        match redis.decide(key.as_str(), digest, policies, self.clock.now_us()).await {
-            Ok(verdicts) => {
-                let outcome = if verdicts.allowed() { Outcome::Allowed } else { Outcome::Limited };
-                Decision { outcome, verdicts, tier, counted: false }
+        match (&self.redis, key) {
+            (Some(redis), Some(key)) if !redis.is_down() => {
+                let now = self.clock.now_us();
+                let allowed = redis.decide(key, digest, tier, now, &mut decision.verdicts);
+                decision.outcome = if allowed { Outcome::Allowed } else { Outcome::Limited };
+                decision.counted = true;
             }
-            Err(failure) => {
-                tracing::debug!(error = %failure, "rate limiter: Redis gave no answer in time");
-                match self.failure_mode {
-                    FailureMode::Open if self.fallback_local => {
-                        let mut decision = Decision::new(Outcome::FailOpen, tier);
-                        self.local_decision(digest, Outcome::FailOpen, &mut decision);
-                        decision
+            (Some(redis), _) => match self.failure_mode {
+                FailureMode::Open if self.fallback_local => {
+                    // N nodes deciding alone would allow N times the quota: each takes its share.
+                    let gcras = self.gcras(tier);
+                    let mut shares = [Gcra { emission_us: 1, tolerance_us: 1 }; MAX_POLICIES];
+                    for (share, gcra) in shares.iter_mut().zip(gcras) {
+                        *share = gcra.share(redis.nodes());
                     }
-                    FailureMode::Open => Decision::new(Outcome::FailOpen, tier),
-                    FailureMode::Closed => Decision::new(Outcome::FailClosed, tier),
+                    let shares = &shares[..gcras.len()];
+                    self.local.decide(digest, shares, self.clock.now_us(), Outcome::FailOpen, &mut decision.verdicts);
+                    decision.outcome = if decision.verdicts.allowed() { Outcome::FailOpen } else { Outcome::Limited };
+                    decision.counted = true;
                 }
+                FailureMode::Open => decision.outcome = Outcome::FailOpen,
+                FailureMode::Closed => decision.outcome = Outcome::FailClosed,
+            },
+            (None, _) => {
+                self.local.decide(
+                    digest,
+                    self.gcras(tier),
+                    self.clock.now_us(),
+                    Outcome::Allowed,
+                    &mut decision.verdicts,
+                );
+                decision.outcome = if decision.verdicts.allowed() { Outcome::Allowed } else { Outcome::Limited };
+                decision.counted = true;
             }
         }
+        self.answer(&decision)
     }
 
     /// Count the decision and turn it into what the service does.
@@ -483,9 +498,23 @@ impl Shared {
         }
     }
 
-    /// Decisions so far of one policy with one outcome, wherever they were counted.
-    fn decisions(&self, policy: usize, outcome: Outcome) -> u64 {
-        self.metrics.counts[policy][outcome as usize].load(Ordering::Relaxed) + self.local.decisions(policy, outcome)
+    /// Decisions so far per policy and outcome, wherever they were counted, with the entries
+    /// and table bytes of the in-process store and of the lease table: each shard lock is taken
+    /// once, so a scrape storm costs requests one short wait per shard and scrape at most.
+    fn snapshot(&self) -> Snapshot {
+        let (local_keys, local_bytes, mut tally) = self.local.snapshot();
+        let mut leases = (0, 0);
+        if let Some(redis) = &self.redis {
+            let (keys, bytes, t) = redis.snapshot();
+            tally = add_tally(tally, &t);
+            leases = (keys, bytes);
+        }
+        for (row, counts) in tally.iter_mut().zip(self.metrics.counts.iter()) {
+            for (n, count) in row.iter_mut().zip(counts) {
+                *n += count.load(Ordering::Relaxed);
+            }
+        }
+        Snapshot { tally, local_keys, local_bytes, lease_keys: leases.0, lease_bytes: leases.1 }
     }
 
     /// `RateLimit-Policy` and `RateLimit` of a decision; `None` when no policy's state is known.
@@ -546,17 +575,27 @@ impl RateLimitStatus {
         let shared = &self.shared;
         let Some(p) = shared.policies.iter().position(|p| &*p.name == policy) else { return 0 };
         let Some(o) = OUTCOME_NAMES.iter().position(|o| *o == outcome) else { return 0 };
-        shared.decisions(p, OUTCOME_LIST[o])
+        shared.snapshot().tally[p][o]
     }
 
     /// Bytes held by the in-process store's tables.
     pub fn local_bytes(&self) -> usize {
-        self.shared.local.allocated_bytes()
+        self.shared.snapshot().local_bytes
     }
 
     /// Keys held by the in-process store (idle ones not yet swept included).
     pub fn local_keys(&self) -> usize {
-        self.shared.local.len()
+        self.shared.snapshot().local_keys
+    }
+
+    /// Keys with a lease on this node (Redis store; idle ones not yet swept included).
+    pub fn lease_keys(&self) -> usize {
+        self.shared.snapshot().lease_keys
+    }
+
+    /// The live nodes last counted on Redis (1 without a Redis store).
+    pub fn nodes(&self) -> u32 {
+        self.shared.redis.as_ref().map_or(1, |r| r.nodes())
     }
 }
 
@@ -567,29 +606,88 @@ impl StatusSource for RateLimitStatus {
 
     fn report(&self) -> serde_json::Value {
         let shared = &self.shared;
+        let snapshot = shared.snapshot();
         let mut policies = serde_json::Map::new();
         for (i, p) in shared.policies.iter().enumerate() {
             let mut entry = serde_json::Map::new();
             for (outcome, name) in OUTCOME_LIST.iter().zip(OUTCOME_NAMES) {
-                entry.insert(name.into(), shared.decisions(i, *outcome).into());
+                entry.insert(name.into(), snapshot.tally[i][*outcome as usize].into());
             }
             policies.insert(p.name.to_string(), entry.into());
         }
-        serde_json::json!({
+        let mut report = serde_json::json!({
             "store": if shared.redis.is_some() { "redis" } else { "local" },
             "shadow": shared.shadow,
             "failure_mode": match shared.failure_mode { FailureMode::Open => "open", FailureMode::Closed => "closed" },
             "policies": policies,
-            "local_keys": shared.local.len(),
-            "local_bytes": shared.local.allocated_bytes(),
-            "deny_cache_keys": shared.redis.as_ref().map_or(0, RedisStore::cached_denials),
-        })
+            "local_keys": snapshot.local_keys,
+            "local_bytes": snapshot.local_bytes,
+        });
+        if let Some(redis) = &shared.redis {
+            report["lease_keys"] = snapshot.lease_keys.into();
+            report["lease_bytes"] = snapshot.lease_bytes.into();
+            report["redis"] = redis.counters();
+        }
+        report
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::push_decimal;
+    use super::*;
+    use crate::{local::LOCKS_TAKEN, Quota};
+
+    fn locks_taken_by(f: impl FnOnce()) -> usize {
+        let before = LOCKS_TAKEN.with(|n| n.get());
+        f();
+        LOCKS_TAKEN.with(|n| n.get()) - before
+    }
+
+    #[test]
+    fn a_status_report_takes_each_shard_lock_at_most_once() {
+        let layer = RateLimitLayer::builder()
+            .policy(Policy::new("a", Quota::per_second(10)))
+            .policy(Policy::new("b", Quota::per_minute(100)))
+            .policy(Policy::new("c", Quota::per_hour(1000)))
+            .build()
+            .unwrap();
+        let shared = &layer.shared;
+        for i in 0..1000 {
+            let key = ClientKey::new(format!("id:{i}"));
+            shared.answer_now(Some(&key), shared.local.digest(key.as_str()), Tier::Standard);
+        }
+        let shards = shared.local.shard_count();
+        let status = layer.status();
+        let mut report = serde_json::Value::Null;
+        // Three policies × four outcomes, keys and bytes: still one pass over the shards.
+        assert_eq!(locks_taken_by(|| report = status.report()), shards);
+        assert_eq!(report["policies"]["a"]["allowed"], 1000);
+        assert_eq!(report["local_keys"], 3000);
+        assert_eq!(locks_taken_by(|| assert_eq!(status.decisions("c", "allowed"), 1000)), shards);
+    }
+
+    #[tokio::test]
+    async fn a_status_report_on_redis_takes_each_lease_shard_lock_at_most_once() {
+        // No server is needed: the pool is never connected, decisions come from credits.
+        let pool = phalanx_core::redis::RedisSettings::from_url("redis://127.0.0.1:1").build_pool().unwrap();
+        let layer = RateLimitLayer::builder()
+            .policy(Policy::new("a", Quota::per_second(100)))
+            .policy(Policy::new("b", Quota::per_minute(1000)))
+            .redis(RedisStore::builder(pool).build().unwrap())
+            .build()
+            .unwrap();
+        let shared = &layer.shared;
+        for i in 0..500 {
+            let key = ClientKey::new(format!("id:{i}"));
+            shared.answer_now(Some(&key), shared.local.digest(key.as_str()), Tier::Standard);
+        }
+        let redis = shared.redis.as_ref().unwrap();
+        let shards = shared.local.shard_count() + redis.shard_count();
+        let mut report = serde_json::Value::Null;
+        assert_eq!(locks_taken_by(|| report = layer.status().report()), shards);
+        assert_eq!(report["policies"]["b"]["allowed"], 500);
+        assert_eq!(report["lease_keys"], 500);
+    }
 
     #[test]
     fn decimals_are_spelled_as_display_spells_them() {

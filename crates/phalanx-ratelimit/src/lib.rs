@@ -1,12 +1,12 @@
 //! Rate limiting for axum and tower: [`RateLimitLayer`].
 //!
-//! - **GCRA**, one theoretical arrival time (TAT) per client and policy: exact, no timers, no
-//!   background tasks. From a fresh key, over `t` seconds at most `burst + rate · t` requests
-//!   pass.
+//! - **GCRA**, one theoretical arrival time (TAT) per client and policy. In-process it is exact:
+//!   from a fresh key, over `t` seconds at most `burst + rate · t` requests pass.
 //! - **Stores**: in-process (sharded map of 64-bit digests; idle keys dropped as shards grow,
-//!   which changes no decision) or Redis ([`RedisStore`]: one `EVALSHA` per decision, atomic over
-//!   every policy of the layer, plus a local cache of denials that answers a limited key until it
-//!   may pass again, without a round trip).
+//!   which changes no decision) or Redis ([`RedisStore`]): each node leases a slice of each
+//!   key's quota from Redis and decides locally; a background task tops leases up, so a request
+//!   never waits on Redis. `N` nodes allow at most `burst + rate·t + N·L·(2 + ⌊t/τ⌋)` over `t`
+//!   (`L` the lease, `τ` the burst's restore time; see the README).
 //! - **Policies**: named [`Quota`]s with per-[`Tier`](phalanx_core::Tier) overrides; every policy
 //!   of a layer must pass. Keyed by [`ClientKey`](phalanx_core::ClientKey): one already in the
 //!   request extensions (from `ClassifyLayer`) or the layer's `ClientKeyResolver` (forwarding
@@ -17,19 +17,18 @@
 //!   `RateLimit-Policy: "per-client";q=1000;w=60`, `RateLimit: "per-client";r=998;t=42`, where
 //!   `r` is the number of requests that would pass right now and `t` the seconds until the quota
 //!   is fully restored. `Retry-After` is the time until one request would pass.
-//! - **Redis slow or gone**: a decision within the store's deadline (default 5 ms), then fail
-//!   open (by default falling back to the in-process limiter) or fail closed (503
-//!   `dependency-unavailable`), counted in `phalanx.ratelimit.decisions{policy, outcome}` with
-//!   `outcome` in `allowed`, `limited`, `fail_open`, `fail_closed`. A fallback decision that
-//!   limits is counted `limited`. The pool reconnects by itself.
+//! - **Redis slow or gone**: slow or hung, it delays only the background top-ups. Down (failing
+//!   for the store's `down_after`), the layer fails open (by default falling back to the
+//!   in-process limiter with each quota divided by the last known node count, which nodes
+//!   announce in Redis) or fails closed (503 `dependency-unavailable`), counted in
+//!   `phalanx.ratelimit.decisions{policy, outcome}` with `outcome` in `allowed`, `limited`,
+//!   `fail_open`, `fail_closed`. A fallback decision that limits is counted `limited`.
 //! - **Shadow mode**: decide and count (with a `shadow=true` attribute), never reject.
 //!
-//! **Time**: the layer's [`Clock`] (the wall clock advanced by the CPU's time-stamp counter, or
-//! by `tokio::time` when the layer is built where tokio's time is paused) is passed into the
-//! Redis script, so tests with a paused or manual clock are deterministic on Redis too. Nodes
-//! sharing Redis should then keep their clocks in sync (NTP); a skew of `d` moves a key's
-//! allowance by about `d / emission interval` requests. [`RedisStoreBuilder::server_time`]
-//! switches to the Redis server's clock instead.
+//! **Time**: the layer's [`Clock`] (the wall clock advanced by the CPU's time-stamp counter and
+//! re-anchored to the wall clock every second, or `tokio::time` when the layer is built where
+//! tokio's time is paused). The Redis scripts read Redis's own clock by default
+//! ([`RedisStoreBuilder::server_time`]), so node clocks may disagree.
 //!
 //! ```
 //! use axum::{routing::get, Router};

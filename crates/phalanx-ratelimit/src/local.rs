@@ -21,7 +21,7 @@ use spin::{
 /// A shard's lock. Held for one table probe and a little arithmetic, so it is taken with one
 /// atomic exchange and released with a plain store; a waiter yields its thread rather than
 /// spinning on a holder the OS may have preempted.
-type Mutex<T> = SpinMutex<T, Yield>;
+pub(crate) type Mutex<T> = SpinMutex<T, Yield>;
 type MutexGuard<'a, T> = SpinMutexGuard<'a, T>;
 
 use crate::{
@@ -40,9 +40,6 @@ const MIN_SWEEP: usize = 1024;
 pub(crate) struct Verdicts {
     len: usize,
     items: [Verdict; MAX_POLICIES],
-    /// Policies whose state is unknown (a denial answered from the deny cache knows only the
-    /// denying policy): left out of the `RateLimit` field.
-    unknown: u8,
 }
 
 impl Verdicts {
@@ -56,21 +53,13 @@ impl Verdicts {
         Self::default()
     }
 
-    /// Verdicts for `len` policies of which only `policy` is known: it denied.
-    pub(crate) fn only_denied_by(len: usize, policy: usize, verdict: Verdict) -> Self {
-        let mut v = Verdicts { len, unknown: !(1u8 << policy), ..Verdicts::default() };
-        v.items[..len].fill(Verdict { allowed: true, ..Verdict::default() });
-        v.items[policy] = verdict;
-        v
-    }
-
     pub(crate) fn as_slice(&self) -> &[Verdict] {
         &self.items[..self.len]
     }
 
-    /// The known verdicts with their policy indexes.
+    /// The verdicts with their policy indexes.
     pub(crate) fn known(&self) -> impl Iterator<Item = (usize, &Verdict)> {
-        self.as_slice().iter().enumerate().filter(|(i, _)| self.unknown & (1 << i) == 0)
+        self.as_slice().iter().enumerate()
     }
 
     /// The first denying policy.
@@ -179,25 +168,35 @@ impl<V: Expiring, E: Default> ShardedMap<V, E> {
         ShardedMap { shards, mask: count as u64 - 1 }
     }
 
-    /// Fold every shard's `extra` into one value.
-    pub(crate) fn fold_extra<T>(&self, init: T, mut f: impl FnMut(T, &E) -> T) -> T {
-        self.shards.iter().fold(init, |acc, s| f(acc, &s.0.lock().extra))
+    /// Entries, table bytes and the fold of every `extra`, taking each shard's lock once: a
+    /// status scrape costs each shard one short lock, however many figures it reports.
+    pub(crate) fn snapshot<T>(&self, init: T, mut f: impl FnMut(T, &E) -> T) -> (usize, usize, T) {
+        self.shards.iter().fold((0, 0, init), |(len, bytes, acc), s| {
+            let shard = s.0.lock();
+            #[cfg(test)]
+            LOCKS_TAKEN.with(|n| n.set(n.get() + 1));
+            (len + shard.map.len(), bytes + shard.map.allocation_size(), f(acc, &shard.extra))
+        })
+    }
+
+    /// Shards, each with its own lock.
+    #[cfg(test)]
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
     }
 
     /// The shard of a digest. The shard is chosen from middle bits: the table inside uses the
     /// low bits for its buckets and the top seven as tags.
     pub(crate) fn lock(&self, digest: u64) -> MutexGuard<'_, Shard<V, E>> {
+        #[cfg(test)]
+        LOCKS_TAKEN.with(|n| n.set(n.get() + 1));
         self.shards[((digest >> 32) & self.mask) as usize].0.lock()
     }
 
     /// Entries held, idle ones not yet swept included.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().map.len()).sum()
-    }
-
-    /// Bytes of the tables' allocations.
-    pub(crate) fn allocated_bytes(&self) -> usize {
-        self.shards.iter().map(|s| s.0.lock().map.allocation_size()).sum()
+        self.snapshot((), |(), _| ()).0
     }
 
     /// Drop every expired entry now (the shards also do this by themselves as they grow).
@@ -210,6 +209,22 @@ impl<V: Expiring, E: Default> ShardedMap<V, E> {
             shard.sweep_at = (2 * live).max(MIN_SWEEP);
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Shard locks taken by this thread (unit tests count what a status report costs).
+    pub(crate) static LOCKS_TAKEN: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Add one shard's tally into a sum.
+pub(crate) fn add_tally(mut sum: Tally, tally: &Tally) -> Tally {
+    for (s, t) in sum.iter_mut().zip(tally) {
+        for (s, t) in s.iter_mut().zip(t) {
+            *s += t;
+        }
+    }
+    sum
 }
 
 /// Decisions per policy and outcome made in one shard, counted under the shard's lock: a
@@ -299,19 +314,20 @@ impl LocalStore {
         verdicts.push(verdict);
     }
 
-    /// Decisions of one policy with one outcome made on this store.
-    pub(crate) fn decisions(&self, policy: usize, outcome: Outcome) -> u64 {
-        self.tats.fold_extra(0, |sum, tally| sum + tally[policy][outcome as usize])
+    /// Entries, table bytes and decisions per policy and outcome, each shard locked once.
+    pub(crate) fn snapshot(&self) -> (usize, usize, Tally) {
+        self.tats.snapshot(Tally::default(), add_tally)
     }
 
     /// Entries held.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.tats.len()
     }
 
-    /// Bytes of the tables' allocations.
-    pub(crate) fn allocated_bytes(&self) -> usize {
-        self.tats.allocated_bytes()
+    #[cfg(test)]
+    pub(crate) fn shard_count(&self) -> usize {
+        self.tats.shard_count()
     }
 
     /// Drop idle entries now.

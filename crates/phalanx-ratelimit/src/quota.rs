@@ -101,6 +101,15 @@ impl Gcra {
         }
     }
 
+    /// This quota's share on one of `nodes` nodes deciding alone: the rate and the burst divided
+    /// by the node count, the burst at least one request.
+    pub(crate) fn share(&self, nodes: u32) -> Gcra {
+        let nodes = u64::from(nodes.max(1));
+        let burst = (self.tolerance_us / self.emission_us / nodes).max(1);
+        let emission_us = self.emission_us.saturating_mul(nodes);
+        Gcra { emission_us, tolerance_us: emission_us.saturating_mul(burst) }
+    }
+
     /// The verdict of a policy that itself allowed, in a decision another policy denied: nothing
     /// was consumed, so report the state before this request.
     pub(crate) fn unconsumed(&self, stored_tat: u64, now: u64) -> Verdict {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use http::{Request, Response};
-use phalanx_core::{ClientKey, LayerBody, Problem, Tier};
+use phalanx_core::{LayerBody, Problem};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
@@ -33,38 +33,9 @@ impl<S> RateLimitService<S> {
     }
 }
 
-impl<S> RateLimitService<S> {
-    /// The decision needs a round trip: the service that was made ready, the request and the
-    /// shared state go along into one boxed future. Kept out of `call` so that the in-process
-    /// path does not carry this future's stack frame.
-    #[inline(never)]
-    fn decide_remotely<ReqBody>(
-        &mut self,
-        req: Request<ReqBody>,
-        key: Option<ClientKey>,
-        digest: u64,
-        tier: Tier,
-    ) -> State<S, ReqBody>
-    where
-        S: Service<Request<ReqBody>> + Clone + Send + 'static,
-        ReqBody: Send + 'static,
-    {
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
-        let shared = self.shared.clone();
-        State::Deciding {
-            decision: Box::pin(async move {
-                let answer = shared.decide_remote(key, digest, tier).await;
-                (answer, ready, req)
-            }),
-        }
-    }
-}
-
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimitService<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    ReqBody: Send + 'static,
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
 {
     type Response = Response<LayerBody<ResBody>>;
     type Error = S::Error;
@@ -77,16 +48,14 @@ where
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let (digest, key) = self.shared.identify(&req);
         let tier = self.shared.tier(&req);
-        let state = match self.shared.try_answer(digest, tier) {
-            Some(Answer::Pass(fields)) => State::Calling { future: self.inner.call(req), fields },
-            Some(Answer::Reject(problem)) => State::Rejected { problem: Some(problem) },
-            None => self.decide_remotely(req, key, digest, tier),
+        // Decided here and now: the Redis store answers from this node's lease, never waiting.
+        let state = match self.shared.answer_now(key.as_ref(), digest, tier) {
+            Answer::Pass(fields) => State::Calling { future: self.inner.call(req), fields },
+            Answer::Reject(problem) => State::Rejected { problem: Some(problem) },
         };
         ResponseFuture { state }
     }
 }
-
-type DecisionFuture<S, ReqBody> = Pin<Box<dyn Future<Output = (Answer, S, Request<ReqBody>)> + Send>>;
 
 pin_project! {
     /// The response future of [`RateLimitService`].
@@ -105,21 +74,8 @@ pin_project! {
     where
         S: Service<Request<ReqBody>>,
     {
-        Deciding { decision: DecisionFuture<S, ReqBody> },
         Calling { #[pin] future: S::Future, fields: Option<Box<Fields>> },
         Rejected { problem: Option<Box<Problem>> },
-    }
-}
-
-impl<S, ReqBody> State<S, ReqBody>
-where
-    S: Service<Request<ReqBody>>,
-{
-    fn start(answer: Answer, service: &mut S, req: Request<ReqBody>) -> Self {
-        match answer {
-            Answer::Pass(fields) => State::Calling { future: service.call(req), fields },
-            Answer::Reject(problem) => State::Rejected { problem: Some(problem) },
-        }
     }
 }
 
@@ -130,12 +86,7 @@ where
     type Output = Result<Response<LayerBody<ResBody>>, S::Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut this = self.project();
-        if let StateProj::Deciding { decision } = this.state.as_mut().project() {
-            let (answer, mut service, req) = ready!(decision.as_mut().poll(cx));
-            this.state.set(State::start(answer, &mut service, req));
-        }
-        match this.state.project() {
+        match self.project().state.project() {
             StateProj::Calling { future, fields } => {
                 let mut res = ready!(future.poll(cx))?.map(LayerBody::inner);
                 if let Some(fields) = fields.take() {
@@ -148,7 +99,6 @@ where
                 let problem = problem.take().expect("polled after completion");
                 Poll::Ready(Ok((*problem).into_response()))
             }
-            StateProj::Deciding { .. } => unreachable!("a decided future moves on to calling or rejecting"),
         }
     }
 }

@@ -31,7 +31,7 @@ use super::{
 use crate::{
     coalesce::{self, Join},
     stats::bump,
-    tiered::EntryOptions,
+    tiered::{EntryOptions, LoadToken},
 };
 
 /// The response body of [`CacheService`]: stored bytes, or the inner body (with whatever the
@@ -186,7 +186,7 @@ impl State {
 
     /// Store a response under its key (and, when it varies, under its variant key with a
     /// marker at the key), tagged with the key's tag and its `Cache-Tag` / `Surrogate-Key`.
-    async fn insert(&self, key: &str, request: &HeaderMap, entry: &CachedResponse) {
+    async fn insert(&self, key: &str, request: &HeaderMap, entry: &CachedResponse, token: LoadToken) {
         let keep = entry.keep_for(self.stale_retention);
         let mut tags: Vec<Arc<str>> = vec![key_tag(key).into()];
         for name in ["cache-tag", "surrogate-key"] {
@@ -197,13 +197,13 @@ impl State {
         }
         let options = EntryOptions::new().ttl(keep).tags(tags);
         if entry.0.vary.is_empty() {
-            self.store.fill(key.to_owned(), entry.clone(), options).await;
+            self.store.fill(key.to_owned(), entry.clone(), options, token).await;
             return;
         }
         let marker = CachedResponse::marker(entry.0.vary.clone(), keep);
         let marker_options = EntryOptions::new().ttl(keep).tag(key_tag(key));
-        self.store.fill(key.to_owned(), marker, marker_options).await;
-        self.store.fill(variant_key(key, &entry.0.vary, request), entry.clone(), options).await;
+        self.store.fill(key.to_owned(), marker, marker_options, token).await;
+        self.store.fill(variant_key(key, &entry.0.vary, request), entry.clone(), options, token).await;
     }
 
     /// The client's answer from a stored response: 304 when its own conditional matches.
@@ -587,6 +587,8 @@ where
             headers.insert(header::IF_MODIFIED_SINCE, lm.clone());
         }
     }
+    // Taken before the origin is asked: a purge during the call refuses the store.
+    let token = state.store.load_token();
     let sent = Instant::now();
     let stand_in = |now: Instant| stale.as_ref().filter(|s| state.may_serve_on_error(s, now)).cloned();
     let call = inner.call(forwarded);
@@ -622,7 +624,7 @@ where
                 // Still valid, but no longer storable as it stands: serve it this once.
                 return Ok(state.respond(old, &method, &client_headers, now, REVALIDATED));
             };
-            Box::pin(state.insert(key, &client_headers, &refreshed)).await;
+            Box::pin(state.insert(key, &client_headers, &refreshed, token)).await;
             return Ok(state.respond(&refreshed, &method, &client_headers, Instant::now(), REVALIDATED));
         }
     }
@@ -678,7 +680,7 @@ where
         }
     };
     let entry = admitted.store(parts.status, &parts.headers, complete, sent);
-    Box::pin(state.insert(key, &client_headers, &entry)).await;
+    Box::pin(state.insert(key, &client_headers, &entry, token)).await;
     Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
 }
 

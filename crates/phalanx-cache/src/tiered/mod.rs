@@ -6,18 +6,22 @@
 //! - **L2** (when [`TieredConfig::redis`] is set) holds the postcard encoding of the value,
 //!   lz4-compressed above a size threshold, with its TTL kept by Redis and its tags beside it.
 //! - **Loads**: [`TieredCache::get_with`] runs the loader once for concurrent misses of one key,
-//!   across both levels; an L2 hit fills L1.
-//! - **Tags**: each level keeps a tag → keys index (L1 in memory, L2 in Redis sets), so a tag
-//!   purge touches only the keys that carry it.
+//!   across both levels; an L2 hit fills L1. Followers wait at most
+//!   [`TieredConfig::coalesce_timeout_ms`], then load by themselves.
+//! - **Redis is never request latency**: an L1 hit makes no Redis call; an L1 miss makes one
+//!   (`MGET` of the value and the invalidation epoch) with [`TieredConfig::l2_read_timeout_ms`]
+//!   as deadline, skipped at once while the L2 circuit is open. Stores (value, tag index and,
+//!   for `insert`, the announcement) go to a bounded queue written by a background task in
+//!   pipelined batches; a full queue drops the store, counted.
+//! - **Stale re-cache race**: a load takes a [`LoadToken`] before reading its source; its store
+//!   is refused, in L1 and in L2, when its key or one of its tags was invalidated after that.
 //! - **Coherence**: `remove`, `insert` and `invalidate_tag` publish on the namespace's channel;
-//!   every other node drops the key (or the tag's keys) from its L1.
-//! - **Redis slow or gone**: every round trip is bounded; a failure is counted in
-//!   `phalanx.cache.fallbacks` and the call goes on with L1 and the loader. From that moment
-//!   until Redis answers again on a subscribed channel, an L1 entry is served for at most
-//!   [`TieredConfig::outage_l1_ttl_ms`] past the later of the outage start and its load. When
-//!   the channel is subscribed again after a reconnection (invalidations published meanwhile
-//!   were lost), or Redis answers again after failures, L1 is dropped whole and trusted again.
+//!   every other node drops the key (or the tag's keys) from its L1. Each invalidation also
+//!   increments an epoch in Redis and records it for the name's bucket, so a node whose
+//!   subscription was lost drops, once subscribed again, only the L1 entries that may have
+//!   missed an invalidation. Timeouts and outages never empty or shorten L1.
 
+mod circuit;
 mod config;
 pub(crate) mod l2;
 
@@ -39,10 +43,15 @@ use opentelemetry::metrics::Meter;
 use parking_lot::Mutex;
 use phalanx_core::redis::{connect_in_background, RedisFailure};
 use serde::{de::DeserializeOwned, Serialize};
-use tokio::{sync::broadcast::error::RecvError, task::JoinHandle, time::Instant};
+use tokio::{
+    sync::{broadcast::error::RecvError, mpsc, oneshot},
+    task::JoinHandle,
+    time::Instant,
+};
 
+use circuit::Circuit;
 pub use config::{ConfigError, TieredConfig};
-use l2::{decode_message, decode_stored, encode_message, encode_stored, Invalidation, L2};
+use l2::{bucket, decode_message, decode_stored, encode_stored, Invalidation, StoreOp, StoreOutcome, BUCKETS, L2};
 
 use crate::{
     coalesce::{self, Coalescer, Join},
@@ -200,6 +209,35 @@ type TagIndex<K> = Mutex<HashMap<Arc<str>, HashMap<K, u64>>>;
 /// it is much cheaper than SipHash.
 type Hasher = foldhash::quality::RandomState;
 
+/// Taken before a load reads its source, handed to the store of what it loaded: the store is
+/// refused (in L1 and in L2) when the key or one of its tags was invalidated after the token
+/// was taken, on this node or, through Redis, on any node. See [`TieredCache::load_token`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadToken {
+    /// This node's invalidation clock when the load began.
+    local: u64,
+    /// A lower bound of the Redis invalidation epoch when the load began (the highest this
+    /// node had seen): lower only refuses more.
+    remote: u64,
+}
+
+/// What a fill of L1 is checked against.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// A loaded value: refused after any invalidation of its names since this clock.
+    Load(u64),
+    /// A value read from L2 at `epoch`: refused after an invalidation since `since` that the
+    /// read did not already see.
+    Read { since: u64, epoch: u64 },
+}
+
+/// A message to the background writer.
+enum WriteMsg {
+    Store(StoreOp),
+    /// Answer once everything queued before it was sent.
+    Flush(oneshot::Sender<()>),
+}
+
 struct Shared<K, V> {
     l1: Cache<K, Arc<Slot<V>>, Hasher>,
     tags: Arc<TagIndex<K>>,
@@ -207,15 +245,29 @@ struct Shared<K, V> {
     loads: Arc<Coalescer<K, Option<V>>>,
     local_counters: Cache<K, Arc<AtomicI64>, Hasher>,
     l2: Option<L2>,
+    circuit: Circuit,
+    writes: Option<mpsc::Sender<WriteMsg>>,
     node_id: Arc<str>,
     default_ttl: Duration,
-    outage_l1_ttl: Duration,
+    coalesce_timeout: Duration,
+    /// 0: L1 entries are served to their TTL while invalidations may be missed.
+    incoherent_max_age: Duration,
     compress_above: usize,
     generation: AtomicU64,
     doorkeeper: Doorkeeper,
     max_bytes: u64,
+    /// This node's invalidation clock; per name bucket, the clock of its last invalidation
+    /// here and the highest Redis epoch of its invalidations (`u64::MAX`: unknown).
+    clock: AtomicU64,
+    invalidated: Box<[AtomicU64]>,
+    invalidated_epoch: Box<[AtomicU64]>,
+    /// The highest Redis epoch seen (reads, messages, own invalidations).
+    remote_epoch: AtomicU64,
+    /// The highest epoch heard on the channel or reconciled: what a node that lost its
+    /// subscription compares the buckets against.
+    heard_epoch: AtomicU64,
     /// Milliseconds since `epoch` + 1 at which invalidations may have started to be missed; 0
-    /// while the channel is subscribed (or there is no L2).
+    /// while the channel is subscribed and reconciled (or there is no L2).
     incoherent_since: AtomicU64,
     /// Whether the invalidation channel is subscribed on a live connection.
     subscribed: AtomicBool,
@@ -323,9 +375,37 @@ impl TieredCacheBuilder {
         self
     }
 
-    /// How long L1 entries are served while invalidations may be missed.
+    /// Opt in to serving L1 entries for at most this long past the later of their load and
+    /// the moment invalidations may have started to be missed (zero, the default: to their
+    /// TTL, reconciled when the channel is back).
     pub fn outage_l1_ttl(mut self, ttl: Duration) -> Self {
         self.config.outage_l1_ttl_ms = ttl.as_millis() as u64;
+        self
+    }
+
+    /// Deadline of an L2 read on the request path.
+    pub fn l2_read_timeout(mut self, timeout: Duration) -> Self {
+        self.config.l2_read_timeout_ms = timeout.as_millis() as u64;
+        self
+    }
+
+    /// Consecutive failed L2 round trips that open the L2 circuit, and how long it stays open
+    /// before one probe may go through.
+    pub fn l2_circuit(mut self, failures: u32, open_for: Duration) -> Self {
+        self.config.l2_circuit_failures = failures;
+        self.config.l2_circuit_open_ms = open_for.as_millis() as u64;
+        self
+    }
+
+    /// Capacity of the L2 write queue (stores past it are dropped, counted).
+    pub fn l2_write_queue(mut self, capacity: usize) -> Self {
+        self.config.l2_write_queue = capacity;
+        self
+    }
+
+    /// How long a caller waits for another caller's load of the same key before loading itself.
+    pub fn coalesce_timeout(mut self, timeout: Duration) -> Self {
+        self.config.coalesce_timeout_ms = timeout.as_millis() as u64;
         self
     }
 
@@ -377,15 +457,18 @@ impl TieredCacheBuilder {
                     .builder()
                     .and_then(|b| b.build_subscriber_client())
                     .map_err(|e| ConfigError::new(format!("redis: {e}")))?;
-                Some(L2 {
-                    pool,
-                    subscriber,
-                    channel: format!("{}:inval", config.namespace),
-                    namespace: config.namespace.clone(),
-                    deadline: settings.command_timeout(),
-                })
+                let deadline = settings.command_timeout();
+                let read_deadline = Duration::from_millis(config.l2_read_timeout_ms).min(deadline);
+                Some(L2::new(pool, subscriber, &config.namespace, deadline, read_deadline))
             }
             None => None,
+        };
+        let (writes, queued) = match &l2 {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(config.l2_write_queue);
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
         };
         let epoch = Instant::now();
         let shared = Arc::new(Shared {
@@ -396,20 +479,30 @@ impl TieredCacheBuilder {
             local_counters: Cache::builder().max_capacity(100_000).build_with_hasher(Hasher::default()),
             node_id,
             default_ttl: config.default_ttl(),
-            outage_l1_ttl: Duration::from_millis(config.outage_l1_ttl_ms),
+            coalesce_timeout: Duration::from_millis(config.coalesce_timeout_ms),
+            incoherent_max_age: Duration::from_millis(config.outage_l1_ttl_ms),
             compress_above: config.compress_above_bytes,
             generation: AtomicU64::new(1),
             doorkeeper: Doorkeeper::new(),
             max_bytes: config.max_bytes,
+            clock: AtomicU64::new(0),
+            invalidated: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            invalidated_epoch: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            remote_epoch: AtomicU64::new(0),
+            heard_epoch: AtomicU64::new(0),
             // Until the channel is first subscribed, invalidations may be missed.
             incoherent_since: AtomicU64::new(if l2.is_some() { 1 } else { 0 }),
             subscribed: AtomicBool::new(false),
+            circuit: Circuit::new(config.l2_circuit_failures, Duration::from_millis(config.l2_circuit_open_ms)),
+            writes,
             epoch,
             tasks: Mutex::new(Vec::new()),
             l2,
         });
-        if shared.l2.is_some() {
+        if let Some(queued) = queued {
             start_listener(&shared);
+            let writer = tokio::spawn(run_writer(Arc::downgrade(&shared), queued));
+            shared.tasks.lock().push(writer);
         }
         register_instruments(&self.meter.unwrap_or_else(phalanx_core::default_meter), &shared);
         Ok(TieredCache { shared })
@@ -422,7 +515,7 @@ fn random_node_id() -> String {
     format!("{n:016x}")
 }
 
-fn unix_ms(at: SystemTime) -> u64 {
+pub(crate) fn unix_ms(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
@@ -440,8 +533,32 @@ fn unindex<K: Hash + Eq>(tags: &TagIndex<K>, key: &K, slot: &Slot<impl Sized>) {
     }
 }
 
-/// Subscribe to the invalidation channel on every (re)connection and apply what other nodes
-/// publish. The task holds the cache weakly and is aborted when the cache is dropped.
+/// Stores sent per pipelined round trip.
+const WRITE_BATCH: usize = 64;
+
+/// Drain the write queue: batches of stores, one pipelined round trip each, skipped (counted as
+/// dropped) while the L2 circuit is open. Ends when the cache is dropped.
+async fn run_writer<K: CacheKey, V: CacheValue>(weak: Weak<Shared<K, V>>, mut queue: mpsc::Receiver<WriteMsg>) {
+    let mut received = Vec::with_capacity(WRITE_BATCH);
+    let mut stores = Vec::with_capacity(WRITE_BATCH);
+    while queue.recv_many(&mut received, WRITE_BATCH).await > 0 {
+        let Some(shared) = weak.upgrade() else { break };
+        for msg in received.drain(..) {
+            match msg {
+                WriteMsg::Store(op) => stores.push(op),
+                WriteMsg::Flush(done) => {
+                    shared.write_stores(&mut stores).await;
+                    let _ = done.send(());
+                }
+            }
+        }
+        shared.write_stores(&mut stores).await;
+    }
+}
+
+/// Subscribe to the invalidation channel on every (re)connection, reconcile L1 with the
+/// invalidations it may have missed, and apply what other nodes publish. The task holds the
+/// cache weakly and is aborted when the cache is dropped.
 fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
     let Some(l2) = &shared.l2 else { return };
     let subscriber = l2.subscriber.clone();
@@ -453,6 +570,9 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
     connect_in_background(&subscriber);
     let weak: Weak<Shared<K, V>> = Arc::downgrade(shared);
     let task = tokio::spawn(async move {
+        // While subscribed but not yet reconciled (Redis did not answer), try again this often.
+        let mut retry = tokio::time::interval(Duration::from_millis(500));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 event = reconnects.recv() => {
@@ -462,7 +582,8 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
                     match subscribed {
                         Ok(()) => {
                             shared.subscribed.store(true, Ordering::Release);
-                            shared.on_resubscribed();
+                            shared.mark_incoherent();
+                            shared.reconcile().await;
                         }
                         Err(e) => {
                             tracing::warn!(error = %e, "cache invalidation channel: subscribe failed");
@@ -478,8 +599,11 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
                                 shared.apply_remote(&text);
                             }
                         }
-                        // Messages were dropped: anything may be stale.
-                        Err(RecvError::Lagged(_)) => shared.l1.invalidate_all(),
+                        // Messages were dropped: reconcile instead of trusting L1 blindly.
+                        Err(RecvError::Lagged(_)) => {
+                            shared.mark_incoherent();
+                            shared.reconcile().await;
+                        }
                         Err(RecvError::Closed) => break,
                     }
                 }
@@ -489,6 +613,12 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
                     shared.subscribed.store(false, Ordering::Release);
                     shared.mark_incoherent();
                 }
+                _ = retry.tick() => {
+                    let Some(shared) = weak.upgrade() else { break };
+                    if shared.subscribed.load(Ordering::Acquire) && !shared.coherent() {
+                        shared.reconcile().await;
+                    }
+                }
             }
         }
     });
@@ -496,20 +626,8 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
 }
 
 impl<K: CacheKey, V: CacheValue> Shared<K, V> {
-    fn on_resubscribed(&self) {
-        self.l1.invalidate_all();
-        self.incoherent_since.store(0, Ordering::Release);
-        tracing::debug!(node = %self.node_id, "cache invalidation channel subscribed; L1 dropped");
-    }
-
-    /// Redis answered. If a failed round trip had marked L1 as possibly incoherent while the
-    /// channel stayed subscribed (Redis was slow, not gone), no message was lost on the channel,
-    /// but writes that failed here may have left other nodes' view different: drop L1 and trust
-    /// it again.
-    fn l2_answered(&self) {
-        if self.incoherent_since.load(Ordering::Acquire) != 0 && self.subscribed.load(Ordering::Acquire) {
-            self.on_resubscribed();
-        }
+    fn coherent(&self) -> bool {
+        self.incoherent_since.load(Ordering::Acquire) == 0
     }
 
     fn mark_incoherent(&self) {
@@ -520,18 +638,103 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         let _ = self.incoherent_since.compare_exchange(0, since, Ordering::AcqRel, Ordering::Relaxed);
     }
 
+    fn note_epoch(&self, epoch: u64) {
+        self.remote_epoch.fetch_max(epoch, Ordering::AcqRel);
+    }
+
+    /// Record that `name` (a key, `kind` b'k', or a tag, b't') was invalidated now, at this
+    /// Redis epoch (`None`: not known, as for this node's own), so that loads that began
+    /// earlier are not stored.
+    fn note_invalidation(&self, kind: u8, name: &str, epoch: Option<u64>) {
+        self.note_bucket(bucket(kind, name) as usize, epoch);
+    }
+
+    fn note_bucket(&self, b: usize, epoch: Option<u64>) {
+        let now = self.clock.fetch_add(1, Ordering::SeqCst) + 1;
+        if let (Some(local), Some(remote)) = (self.invalidated.get(b), self.invalidated_epoch.get(b)) {
+            remote.fetch_max(epoch.unwrap_or(u64::MAX), Ordering::SeqCst);
+            local.fetch_max(now, Ordering::SeqCst);
+        }
+    }
+
+    fn token(&self) -> LoadToken {
+        LoadToken { local: self.clock.load(Ordering::SeqCst), remote: self.remote_epoch.load(Ordering::Acquire) }
+    }
+
+    /// Whether the key or a tag was invalidated on this node after the check's token (and,
+    /// for a value read from L2, at an epoch the read did not already see).
+    fn refuses(&self, check: Check, key: &K, tags: &[Arc<str>]) -> bool {
+        let (since, read_epoch) = match check {
+            Check::Load(since) => (since, None),
+            Check::Read { since, epoch } => (since, Some(epoch)),
+        };
+        if self.clock.load(Ordering::SeqCst) <= since {
+            return false;
+        }
+        let after = |kind, name: &str| {
+            let b = bucket(kind, name) as usize;
+            self.invalidated[b].load(Ordering::SeqCst) > since
+                && read_epoch.is_none_or(|read| self.invalidated_epoch[b].load(Ordering::SeqCst) > read)
+        };
+        after(b'k', &key.to_string()) || tags.iter().any(|t| after(b't', t))
+    }
+
+    /// Once subscribed again (or after lost messages): ask Redis which name buckets were
+    /// invalidated after the last epoch heard, drop the L1 entries in them, and trust L1 again.
+    /// One round trip; L1 is walked only when something was missed.
+    async fn reconcile(&self) -> bool {
+        let Some(l2) = &self.l2 else { return true };
+        let heard = self.heard_epoch.load(Ordering::Acquire);
+        let (epoch, buckets) = match l2.invalidations().await {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e, "cache reconcile: Redis did not answer; will retry");
+                return false;
+            }
+        };
+        let missed: HashMap<u64, u64> = buckets.into_iter().filter(|&(_, at)| at > heard).collect();
+        let mut dropped = 0u64;
+        if !missed.is_empty() {
+            // Loads in flight may have read what was invalidated: refuse their stores too.
+            for (&b, &at) in &missed {
+                self.note_bucket(b as usize, Some(at));
+            }
+            for (key, slot) in self.l1.iter() {
+                let stale = missed.contains_key(&bucket(b'k', &key.to_string()))
+                    || slot.tags.iter().any(|t| missed.contains_key(&bucket(b't', t)));
+                if stale {
+                    self.l1.invalidate(&*key);
+                    dropped += 1;
+                }
+            }
+        }
+        self.note_epoch(epoch);
+        self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
+        self.incoherent_since.store(0, Ordering::Release);
+        tracing::debug!(node = %self.node_id, missed = missed.len(), dropped, "cache invalidations reconciled");
+        true
+    }
+
     fn apply_remote(&self, text: &str) {
-        let Some((origin, inv)) = decode_message(text) else { return };
+        let Some((origin, epoch, inv)) = decode_message(text) else { return };
         if origin == &*self.node_id {
             return;
         }
+        self.note_epoch(epoch);
+        if self.coherent() {
+            self.heard_epoch.fetch_max(epoch, Ordering::AcqRel);
+        }
         match inv {
             Invalidation::Key(k) => {
+                self.note_invalidation(b'k', k, Some(epoch));
                 if let Ok(key) = k.parse::<K>() {
                     self.l1.invalidate(&key);
                 }
             }
-            Invalidation::Tag(t) => self.purge_local_tag(t),
+            Invalidation::Tag(t) => {
+                self.note_invalidation(b't', t, Some(epoch));
+                self.purge_local_tag(t);
+            }
         }
     }
 
@@ -544,7 +747,6 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
 
     fn fallback(&self, op: &str, err: &RedisFailure) {
         bump(&self.counters.fallbacks);
-        self.mark_incoherent();
         tracing::debug!(op, error = %err, "cache L2 unavailable; answered from L1 and the loader");
     }
 
@@ -553,12 +755,15 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         if now >= slot.expires_at {
             return false;
         }
+        if self.incoherent_max_age.is_zero() {
+            return true;
+        }
         let since = self.incoherent_since.load(Ordering::Acquire);
         if since == 0 {
             return true;
         }
         let outage_start = self.epoch + Duration::from_millis(since - 1);
-        now < slot.loaded_at.max(outage_start) + self.outage_l1_ttl
+        now < slot.loaded_at.max(outage_start) + self.incoherent_max_age
     }
 
     fn lookup_l1<Q>(&self, key: &Q, now: Instant) -> Option<V>
@@ -583,13 +788,29 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         }
     }
 
-    fn fill_l1(&self, key: K, value: V, ttl: Duration, tags: Vec<Arc<str>>, weight: usize, admission: Admission) {
+    /// Put a value in L1, unless an invalidation since `token` (local clock) refuses it.
+    /// Returns whether it was admitted.
+    #[allow(clippy::too_many_arguments)]
+    fn fill_l1(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+        tags: Vec<Arc<str>>,
+        weight: usize,
+        admission: Admission,
+        check: Option<Check>,
+    ) -> bool {
+        if check.is_some_and(|check| self.refuses(check, &key, &tags)) {
+            bump(&self.counters.stores_refused);
+            return false;
+        }
         if admission == Admission::Filtered
             && self.l1.weighted_size() >= self.max_bytes / 10 * 9
             && !self.l1.contains_key(&key)
             && !self.doorkeeper.seen_before(&key, self.l1.entry_count())
         {
-            return;
+            return true;
         }
         let now = Instant::now();
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
@@ -609,76 +830,139 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
             }
         }
         self.l1.insert(key, slot);
+        true
     }
 
+    /// The value in L2 (one round trip, bounded by the read deadline; none while the circuit is
+    /// open). A hit fills L1, unless the key was invalidated while the read was in flight.
     async fn lookup_l2(&self, key: &K) -> Option<V> {
         let l2 = self.l2.as_ref()?;
+        let Some(attempt) = self.circuit.try_acquire() else {
+            bump(&self.counters.l2_short_circuits);
+            return None;
+        };
+        let token = self.token();
         let key_text = key.to_string();
-        let found = l2.get(&key_text).await;
-        if found.is_ok() {
-            self.l2_answered();
-        }
-        match found {
-            Ok(Some(raw)) => {
-                let decoded = decode_stored(raw).and_then(|stored| {
-                    let value = postcard::from_bytes::<V>(&stored.value).ok()?;
-                    Some((stored, value))
-                });
-                let Some((stored, value)) = decoded else {
-                    bump(&self.counters.l2.misses);
-                    return None;
-                };
-                let remaining = stored.expires_unix_ms.saturating_sub(unix_ms(SystemTime::now()));
-                if remaining == 0 {
-                    bump(&self.counters.l2.stale);
-                    return None;
-                }
-                bump(&self.counters.l2.hits);
-                let weight = stored.value.len() + key_text.len();
-                self.fill_l1(
-                    key.clone(),
-                    value.clone(),
-                    Duration::from_millis(remaining),
-                    stored.tags,
-                    weight,
-                    Admission::Filtered,
-                );
-                Some(value)
-            }
-            Ok(None) => {
-                bump(&self.counters.l2.misses);
-                None
+        let (raw, read_epoch) = match l2.get(&key_text).await {
+            Ok((raw, epoch)) => {
+                attempt.success();
+                self.note_epoch(epoch);
+                (raw, epoch)
             }
             Err(e) => {
+                attempt.failure();
                 self.fallback("get", &e);
-                None
+                return None;
             }
+        };
+        let Some(raw) = raw else {
+            bump(&self.counters.l2.misses);
+            return None;
+        };
+        let decoded = decode_stored(raw).and_then(|stored| {
+            let value = postcard::from_bytes::<V>(&stored.value).ok()?;
+            Some((stored, value))
+        });
+        let Some((stored, value)) = decoded else {
+            bump(&self.counters.l2.misses);
+            return None;
+        };
+        let remaining = stored.expires_unix_ms.saturating_sub(unix_ms(SystemTime::now()));
+        if remaining == 0 {
+            bump(&self.counters.l2.stale);
+            return None;
         }
+        bump(&self.counters.l2.hits);
+        let weight = stored.value.len() + key_text.len();
+        let ttl = Duration::from_millis(remaining);
+        self.fill_l1(
+            key.clone(),
+            value.clone(),
+            ttl,
+            stored.tags,
+            weight,
+            Admission::Filtered,
+            Some(Check::Read { since: token.local, epoch: read_epoch }),
+        );
+        Some(value)
     }
 
-    /// Store in both levels. `announce`: tell the other nodes to drop their L1 copy.
-    async fn store(&self, key: K, value: V, options: EntryOptions, announce: bool, admission: Admission) {
+    /// Store in L1 now and queue the L2 write. `announce`: an explicit write, which tells the
+    /// other nodes to drop their copy and refuses older loads of the key. `token`: a load's,
+    /// checked in both levels (`None`: unconditional).
+    fn store(
+        &self,
+        key: K,
+        value: V,
+        options: EntryOptions,
+        announce: bool,
+        admission: Admission,
+        token: Option<LoadToken>,
+    ) -> bool {
         let ttl = options.ttl.unwrap_or(self.default_ttl);
         let encoded = match postcard::to_allocvec(&value) {
             Ok(encoded) => encoded,
             Err(e) => {
                 tracing::warn!(error = %e, "cache value could not be encoded; not cached");
-                return;
+                return false;
             }
         };
-        let key_text = self.l2.as_ref().map(|_| key.to_string());
+        let key_text = (self.l2.is_some() || announce).then(|| key.to_string());
+        if let (true, Some(text)) = (announce, &key_text) {
+            self.note_invalidation(b'k', text, None);
+        }
         let weight = encoded.len() + std::mem::size_of::<K>();
-        self.fill_l1(key, value, ttl, options.tags.clone(), weight, admission);
-        if let (Some(l2), Some(key_text)) = (&self.l2, key_text) {
-            let expires = unix_ms(SystemTime::now()) + ttl.as_millis() as u64;
-            let payload = encode_stored(&encoded, expires, &options.tags, self.compress_above);
-            let message =
-                if announce { encode_message(&self.node_id, &Invalidation::Key(&key_text)) } else { String::new() };
-            match l2.set(&key_text, payload, ttl, &options.tags, message).await {
-                Ok(()) => self.l2_answered(),
-                Err(e) => self.fallback("set", &e),
+        let admitted =
+            self.fill_l1(key, value, ttl, options.tags.clone(), weight, admission, token.map(|t| Check::Load(t.local)));
+        if !admitted {
+            return false;
+        }
+        let (Some(writes), Some(key_text)) = (&self.writes, key_text) else { return true };
+        let expires_unix_ms = unix_ms(SystemTime::now()).saturating_add(ttl.as_millis().min(u64::MAX as u128) as u64);
+        let payload = encode_stored(&encoded, expires_unix_ms, &options.tags, self.compress_above);
+        let op = StoreOp {
+            key: key_text,
+            payload,
+            ttl,
+            expires_unix_ms,
+            tags: options.tags,
+            token: token.map(|t| t.remote),
+            announce,
+        };
+        if writes.try_send(WriteMsg::Store(op)).is_err() {
+            bump(&self.counters.l2_writes_dropped);
+        }
+        true
+    }
+
+    /// Send queued stores (the writer's side).
+    async fn write_stores(&self, stores: &mut Vec<StoreOp>) {
+        if stores.is_empty() {
+            return;
+        }
+        let Some(l2) = &self.l2 else { return };
+        let Some(attempt) = self.circuit.try_acquire() else {
+            self.counters.l2_writes_dropped.fetch_add(stores.len() as u64, Ordering::Relaxed);
+            stores.clear();
+            return;
+        };
+        match l2.store_batch(stores, &self.node_id).await {
+            Ok(outcomes) => {
+                attempt.success();
+                for outcome in outcomes {
+                    match outcome {
+                        StoreOutcome::Refused => bump(&self.counters.stores_refused),
+                        StoreOutcome::Written(epoch) => self.note_epoch(epoch),
+                    }
+                }
+            }
+            Err(e) => {
+                attempt.failure();
+                self.fallback("set", &e);
+                self.counters.l2_writes_dropped.fetch_add(stores.len() as u64, Ordering::Relaxed);
             }
         }
+        stores.clear();
     }
 }
 
@@ -700,10 +984,15 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         &self.shared.node_id
     }
 
-    /// Whether this node's L1 is known to hear every invalidation: true without L2, and with L2
-    /// while the invalidation channel is subscribed and Redis answers.
+    /// Whether this node's L1 is known to have heard every invalidation: true without L2, and
+    /// with L2 while the invalidation channel is subscribed and reconciled.
     pub fn is_coherent(&self) -> bool {
-        self.shared.incoherent_since.load(Ordering::Acquire) == 0
+        self.shared.coherent()
+    }
+
+    /// Whether the L2 circuit is open (requests skip Redis).
+    pub fn is_l2_circuit_open(&self) -> bool {
+        self.shared.circuit.is_open()
     }
 
     /// Whether an L2 (Redis) is configured.
@@ -741,8 +1030,11 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     }
 
     /// The cached value, or the loader's, stored with these options. Concurrent calls for one
-    /// key run one loader: the others wait for its value. A loader error is returned to its own
-    /// caller only (and not cached); the callers that waited on it then run their own loaders.
+    /// key run one loader: the others wait for its value, for at most the coalesce timeout,
+    /// then run their own loaders (and store what they load). A loader error is returned to
+    /// its own caller only (and not cached); the callers that waited on it then run their own
+    /// loaders. A value whose key or tags were invalidated while its loader ran is returned
+    /// but not stored.
     pub async fn get_with_options<E>(
         &self,
         key: K,
@@ -757,10 +1049,17 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             Join::Leader(leader) => leader,
             Join::Follower(rx) => {
                 bump(&shared.counters.l1.coalesced);
-                if let Some(Some(v)) = coalesce::wait(rx).await {
-                    return Ok(v);
+                match tokio::time::timeout(shared.coalesce_timeout, coalesce::wait(rx)).await {
+                    Ok(Some(Some(v))) => return Ok(v),
+                    Ok(_) => return loader.await,
+                    Err(_) => {
+                        bump(&shared.counters.coalesce_timeouts);
+                        let token = shared.token();
+                        let value = loader.await?;
+                        shared.store(key, value.clone(), options, false, Admission::Filtered, Some(token));
+                        return Ok(value);
+                    }
                 }
-                return loader.await;
             }
         };
         // A load may have completed between the L1 miss and the join.
@@ -772,42 +1071,90 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
             leader.complete(Some(v.clone()));
             return Ok(v);
         }
+        let token = shared.token();
         let value = loader.await?;
-        shared.store(key, value.clone(), options, false, Admission::Filtered).await;
+        shared.store(key, value.clone(), options, false, Admission::Filtered, Some(token));
         leader.complete(Some(value.clone()));
         Ok(value)
     }
 
-    /// Store a value with the default TTL; other nodes drop their L1 copy.
+    /// Take a token before loading a value from its source (a database read, an origin call);
+    /// hand it to [`Self::insert_loaded`]. The store is refused when the key or one of its tags
+    /// is invalidated in between, so a load that read the old row cannot put it back after a
+    /// concurrent write's purge.
+    pub fn load_token(&self) -> LoadToken {
+        self.shared.token()
+    }
+
+    /// Store what a load read, if nothing it depends on was invalidated since `token` was
+    /// taken (checked here for L1 and again in Redis for L2). Other nodes are not told (they
+    /// hold no newer copy). Returns whether L1 took it; the L2 write is queued.
+    pub fn insert_loaded(&self, key: K, value: V, options: EntryOptions, token: LoadToken) -> bool {
+        self.shared.store(key, value, options, false, Admission::Filtered, Some(token))
+    }
+
+    /// Store a value with the default TTL; other nodes drop their L1 copy, and loads of the key
+    /// that began earlier are not stored. The L2 write is queued ([`Self::flush`] waits for it).
     pub async fn insert(&self, key: K, value: V) {
-        self.shared.store(key, value, EntryOptions::default(), true, Admission::Filtered).await;
+        self.shared.store(key, value, EntryOptions::default(), true, Admission::Filtered, None);
     }
 
-    /// Store a value with these options; other nodes drop their L1 copy.
+    /// Store a value with these options; as [`Self::insert`].
     pub async fn insert_with(&self, key: K, value: V, options: EntryOptions) {
-        self.shared.store(key, value, options, true, Admission::Filtered).await;
+        self.shared.store(key, value, options, true, Admission::Filtered, None);
     }
 
-    /// Remove a key from both levels and from every node's L1.
+    /// Wait until the L2 writes queued so far were sent (or dropped).
+    pub async fn flush(&self) {
+        let Some(writes) = &self.shared.writes else { return };
+        let (done, sent) = oneshot::channel();
+        if writes.send(WriteMsg::Flush(done)).await.is_ok() {
+            let _ = sent.await;
+        }
+    }
+
+    /// Remove a key from both levels and from every node's L1. Awaits the L2 removal (one
+    /// bounded round trip), so a read after it sees no old value on any node.
     pub async fn remove(&self, key: &K) {
         let shared = &self.shared;
+        let text = key.to_string();
+        shared.note_invalidation(b'k', &text, None);
         shared.l1.invalidate(key);
-        if let Some(l2) = &shared.l2 {
-            let text = key.to_string();
-            let message = encode_message(&shared.node_id, &Invalidation::Key(&text));
-            if let Err(e) = l2.remove(&text, message).await {
+        let Some(l2) = &shared.l2 else { return };
+        let Some(attempt) = shared.circuit.try_acquire() else {
+            bump(&shared.counters.l2_short_circuits);
+            return;
+        };
+        match l2.remove(&text, &shared.node_id).await {
+            Ok(epoch) => {
+                attempt.success();
+                shared.note_epoch(epoch);
+            }
+            Err(e) => {
+                attempt.failure();
                 shared.fallback("remove", &e);
             }
         }
     }
 
-    /// Remove every entry carrying `tag`, from both levels and from every node's L1.
+    /// Remove every entry carrying `tag`, from both levels and from every node's L1. The L2
+    /// purge is incremental (batches of 256 values per bounded round trip) and awaited.
     pub async fn invalidate_tag(&self, tag: &str) {
         let shared = &self.shared;
+        shared.note_invalidation(b't', tag, None);
         shared.purge_local_tag(tag);
-        if let Some(l2) = &shared.l2 {
-            let message = encode_message(&shared.node_id, &Invalidation::Tag(tag));
-            if let Err(e) = l2.purge_tag(tag, message).await {
+        let Some(l2) = &shared.l2 else { return };
+        let Some(attempt) = shared.circuit.try_acquire() else {
+            bump(&shared.counters.l2_short_circuits);
+            return;
+        };
+        match l2.purge_tag(tag, &shared.node_id).await {
+            Ok((epoch, _)) => {
+                attempt.success();
+                shared.note_epoch(epoch);
+            }
+            Err(e) => {
+                attempt.failure();
                 shared.fallback("invalidate_tag", &e);
             }
         }
@@ -823,9 +1170,17 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     pub async fn increment(&self, key: &K, delta: i64) -> i64 {
         let shared = &self.shared;
         if let Some(l2) = &shared.l2 {
-            match l2.increment(&key.to_string(), delta).await {
-                Ok(v) => return v,
-                Err(e) => shared.fallback("increment", &e),
+            if let Some(attempt) = shared.circuit.try_acquire() {
+                match l2.increment(&key.to_string(), delta).await {
+                    Ok(v) => {
+                        attempt.success();
+                        return v;
+                    }
+                    Err(e) => {
+                        attempt.failure();
+                        shared.fallback("increment", &e);
+                    }
+                }
             }
         }
         let counter = shared.local_counters.get_with(key.clone(), || Arc::new(AtomicI64::new(0)));
@@ -876,9 +1231,10 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
         self.shared.lookup_l2(key).await
     }
 
-    /// Store without telling the other nodes (a fill after a miss: they hold no newer copy).
-    pub(crate) async fn fill(&self, key: K, value: V, options: EntryOptions) {
-        self.shared.store(key, value, options, false, Admission::Always).await;
+    /// Store a loaded value without telling the other nodes (a fill after a miss: they hold no
+    /// newer copy), refused when an invalidation came after `token`.
+    pub(crate) async fn fill(&self, key: K, value: V, options: EntryOptions, token: LoadToken) {
+        self.shared.store(key, value, options, false, Admission::Always, Some(token));
     }
 
     /// Run moka's pending maintenance (evictions, size accounting) now.

@@ -65,3 +65,78 @@ impl Metrics {
         (total, points.iter().any(|p| p.has(&[("shadow", "true")])))
     }
 }
+
+/// A private `redis-server` on a port of this crate's range, which the test may pause
+/// (SIGSTOP: hung, connections open), resume, kill and restart. Killed on drop.
+pub struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Start one on `port` (each test its own); `None` when redis-server is missing.
+    pub fn start(port: u16) -> Option<PrivateRedis> {
+        let mut server = PrivateRedis { port, child: None };
+        server.spawn().then_some(server)
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn signal(&self, signal: &str) {
+        if let Some(child) = &self.child {
+            let status = std::process::Command::new("kill").args([signal, &child.id().to_string()]).status();
+            assert!(status.is_ok_and(|s| s.success()), "kill {signal} failed");
+        }
+    }
+
+    /// Hang the server: it keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    /// Kill it (Redis is gone).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = std::process::Command::new("kill").args(["-CONT", &child.id().to_string()]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) -> bool {
+        self.stop();
+        self.spawn()
+    }
+
+    fn spawn(&mut self) -> bool {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+        let Ok(child) = child else { return false };
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::time::Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                return true;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        self.stop();
+        false
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -1,0 +1,78 @@
+//! The demo's own layers, built from its embedded configuration, tested through tower.
+
+use std::net::SocketAddr;
+
+use axum::{body::Body, extract::ConnectInfo, http::StatusCode, routing::get, Router};
+use http::Request;
+use phalanx::core::ClassifyLayer;
+use tower::{ServiceBuilder, ServiceExt};
+
+use crate::{
+    config::{DemoConfig, EMBEDDED},
+    state,
+};
+
+/// The demo's identity and rate-limit layers in front of a trivial route.
+fn limited_app(config: &DemoConfig) -> Router {
+    let resolver = state::key_config(config).build().unwrap();
+    let classifier = state::classifier(config, resolver);
+    let ratelimit = state::ratelimit(config, None).unwrap();
+    Router::new()
+        .route("/items/{id}", get(|| async { "item" }))
+        .layer(ServiceBuilder::new().layer(ClassifyLayer::new(classifier)).layer(ratelimit))
+}
+
+/// How many of 100 requests from `peer` are refused with 429; `header(i)` is added to request i.
+async fn limited_of_100(app: &Router, peer: &str, header: impl Fn(usize) -> Option<(&'static str, String)>) -> usize {
+    let peer: SocketAddr = peer.parse().unwrap();
+    let mut limited = 0;
+    for i in 0..100 {
+        let mut req = Request::get("/items/1");
+        if let Some((name, value)) = header(i) {
+            req = req.header(name, value);
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut().insert(ConnectInfo(peer));
+        let res = app.clone().oneshot(req).await.unwrap();
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited += 1;
+        }
+    }
+    limited
+}
+
+#[tokio::test]
+async fn a_fresh_client_id_or_unknown_api_key_per_request_is_limited_like_no_header() {
+    let config = DemoConfig::from_toml(EMBEDDED).unwrap();
+    let app = limited_app(&config);
+    let plain = limited_of_100(&app, "192.0.2.1:4000", |_| None).await;
+    let minted_ids = limited_of_100(&app, "192.0.2.2:4000", |i| Some(("x-client-id", format!("fresh-{i}")))).await;
+    let minted_keys = limited_of_100(&app, "192.0.2.3:4000", |i| Some(("x-api-key", format!("made-up-{i}")))).await;
+    let spoofed = limited_of_100(&app, "192.0.2.4:4000", |i| Some(("forwarded", format!("for=198.51.100.{i}")))).await;
+    assert!(plain >= 50, "the per-client burst limit holds: {plain} of 100 limited");
+    for (what, got) in [("client ids", minted_ids), ("API keys", minted_keys), ("Forwarded", spoofed)] {
+        assert!(got.abs_diff(plain) <= 2, "fresh {what}: {got} limited, {plain} without them");
+    }
+}
+
+#[tokio::test]
+async fn a_known_api_key_is_its_own_client_with_its_tiers_quota() {
+    let config = DemoConfig::from_toml(EMBEDDED).unwrap();
+    let app = limited_app(&config);
+    let anonymous = limited_of_100(&app, "192.0.2.10:4000", |_| None).await;
+    // Same address, a premium key: a different client, with the premium tier's larger burst.
+    let premium = limited_of_100(&app, "192.0.2.10:4000", |_| Some(("x-api-key", "demo-premium-key".into()))).await;
+    assert!(anonymous >= 50);
+    assert_eq!(premium, 0, "the premium key's burst of 200/s covers 100 requests");
+}
+
+#[test]
+fn the_demo_identity_trusts_no_client_header() {
+    let config = DemoConfig::from_toml(EMBEDDED).unwrap();
+    let key = state::key_config(&config);
+    assert!(
+        !key.sources.iter().any(|s| matches!(s, phalanx::core::KeySource::Header(_))),
+        "no client-id header source in the demo"
+    );
+    assert!(key.api_keys.iter().any(|k| k == "demo-premium-key"), "known keys come from the key table");
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# The demo on PostgreSQL + Redis under load while a dependency fails, one line per case.
+#
+#   scripts/chaos/run.sh [CASE ...]      cases: redis-kill redis-hang pg-restart overload (default: all)
+#
+# Everything runs on loopback with private servers (a redis-server and a PostgreSQL cluster made in
+# a temporary directory), so the machine's shared Redis and PostgreSQL are never touched. Each case
+# is bounded in time and the script stops everything it started on exit. Environment:
+#   USERS (default 2000)     users of the open-model cases (think time 1 s)
+#   OVERLOAD_USERS (10000)   users of the closed-loop case (think time 0)
+#   PORT_BASE (17900)        demo, admin, Redis and PostgreSQL take PORT_BASE..PORT_BASE+3
+#   OUT (results/chaos)      where the JSON reports and the summary go
+#   LOADTEST_ARGS            extra arguments for every load generator run
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+CASES=${*:-redis-kill redis-hang pg-restart overload}
+USERS=${USERS:-2000}
+OVERLOAD_USERS=${OVERLOAD_USERS:-10000}
+PORT_BASE=${PORT_BASE:-17900}
+OUT=${OUT:-results/chaos}
+LOADTEST_ARGS=${LOADTEST_ARGS:-}
+DEMO=127.0.0.1:$PORT_BASE
+ADMIN=127.0.0.1:$((PORT_BASE + 1))
+REDIS_PORT=$((PORT_BASE + 2))
+PG_PORT=$((PORT_BASE + 3))
+PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+
+mkdir -p "$OUT"
+cargo build --release --example demo --example loadtest >&2
+BIN=target/release/examples
+WORK=$(mktemp -d /tmp/phalanx-chaos.XXXXXX)
+chmod 755 "$WORK"
+REDIS_PID=
+DEMO_PID=
+
+say() { printf '%s\n' "$*" | tee -a "$OUT/summary.txt"; }
+log() { printf '[chaos] %s\n' "$*" >&2; }
+
+cleanup() {
+    [ -n "$DEMO_PID" ] && kill "$DEMO_PID" 2>/dev/null || true
+    [ -n "$REDIS_PID" ] && { kill -CONT "$REDIS_PID" 2>/dev/null; kill -9 "$REDIS_PID" 2>/dev/null; } || true
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+start_redis() {
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >"$WORK/redis.log" 2>&1 &
+    REDIS_PID=$!
+    for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0; sleep 0.05; done
+    log "redis did not start"; return 1
+}
+
+pg() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" "$@" >/dev/null; }
+
+start_pg() {
+    if [ ! -d "$WORK/pg" ]; then
+        runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
+    fi
+    pg -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
+}
+
+start_demo() {
+    BIND=$DEMO ADMIN_BIND=$ADMIN \
+        DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
+        REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+        "$BIN/demo" >"$WORK/demo.log" 2>&1 &
+    DEMO_PID=$!
+    for _ in $(seq 1 600); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' "http://$DEMO/readyz")" = 200 ] && return 0
+        sleep 0.1
+    done
+    log "demo did not become ready"; tail -n 20 "$WORK/demo.log" >&2; return 1
+}
+
+# loadtest NAME USERS THINK WARMUP DURATION MIX [extra args...]: runs in the background.
+loadtest() {
+    local name=$1 users=$2 think=$3 warmup=$4 duration=$5 mix=$6
+    shift 6
+    # shellcheck disable=SC2086
+    "$BIN/loadtest" --users "$users" --think "$think" --warmup "$warmup" --duration "$duration" \
+        --mix "$mix" --progress 0 --no-server-metrics --json "$OUT/$name.json" $LOADTEST_ARGS "$@" \
+        "http://$DEMO" >"$OUT/$name.txt" 2>&1 &
+}
+
+field() { jq -r "$2" "$OUT/$1.json"; }
+
+# Reads Redis has served (keyspace hits + misses): a rise means the cache consults L2 again.
+redis_reads() {
+    redis-cli -p "$REDIS_PORT" info stats 2>/dev/null |
+        awk -F: '/^keyspace_(hits|misses)/ { n += $2 } END { print n + 0 }'
+}
+
+# Seconds from now until Redis sees new reads from the demo, checked every 100 ms (at most 30 s).
+time_to_l2_reads() {
+    local start before now
+    start=$(date +%s.%N)
+    before=$(redis_reads)
+    for _ in $(seq 1 300); do
+        sleep 0.1
+        now=$(redis_reads)
+        if [ "$now" -gt "$before" ]; then
+            echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f'
+            return
+        fi
+        before=$now
+    done
+    echo "never (30 s)"
+}
+
+summary_line() {
+    local name=$1 label=$2 extra=$3
+    local total s5 p99 hits
+    total=$(field "$name" '.responses')
+    s5=$(field "$name" '.status["5xx"] + .errors.timeout + .errors.connect + .errors.io')
+    p99=$(field "$name" '.latency_ms.p99')
+    hits=$(field "$name" 'if .cache_hit_ratio == null then "n/a" else (.cache_hit_ratio * 100 | floor | tostring) + " %" end')
+    say "$label | GET: $s5 5xx or failed of $total | p99 $p99 ms | hits $hits | $extra"
+}
+
+case_redis_kill() {
+    log "redis-kill: $USERS users; Redis SIGKILLed when measurement starts, back after 20 s"
+    loadtest redis-kill "$USERS" 1s 15s 30s scripts/chaos/get.toml
+    local lt=$!
+    sleep 15
+    kill -9 "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
+    sleep 20
+    start_redis
+    local back
+    back=$(time_to_l2_reads)
+    wait "$lt" || true
+    summary_line redis-kill "redis-kill (SIGKILL 20 s, window: outage + 10 s)" "L2 read again ${back} s after restart"
+}
+
+case_redis_hang() {
+    log "redis-hang: $USERS users; Redis SIGSTOPped when measurement starts, SIGCONT after 20 s"
+    loadtest redis-hang "$USERS" 1s 15s 30s scripts/chaos/get.toml
+    local lt=$!
+    sleep 15
+    kill -STOP "$REDIS_PID"
+    sleep 20
+    kill -CONT "$REDIS_PID"
+    local back
+    back=$(time_to_l2_reads)
+    wait "$lt" || true
+    summary_line redis-hang "redis-hang (SIGSTOP 20 s, window: hang + 10 s)" "L2 read again ${back} s after SIGCONT"
+}
+
+case_pg_restart() {
+    log "pg-restart: $USERS readers and 20 writers; PostgreSQL stopped for 10 s when measurement starts"
+    loadtest pg-restart "$USERS" 1s 15s 30s scripts/chaos/get.toml
+    local lt=$!
+    loadtest pg-restart-writes 20 1s 15s 30s scripts/chaos/put.toml
+    local lw=$!
+    sleep 15
+    pg -m fast -w stop
+    sleep 10
+    pg -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
+    local start recovered=never
+    start=$(date +%s.%N)
+    for _ in $(seq 1 300); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' -X PUT "http://$DEMO/items/1" \
+            -H 'content-type: application/json' -H 'x-api-key: demo-writer-key' \
+            -d '{"name":"item 1","price_cents":1,"stock":5}')
+        if [ "$code" = 200 ]; then
+            recovered=$(echo "$(date +%s.%N) - $start" | bc -l | xargs printf '%.1f')
+            break
+        fi
+        sleep 0.1
+    done
+    wait "$lt" "$lw" || true
+    local w503 wtotal wp99
+    w503=$(field pg-restart-writes '.errors.status_503')
+    wtotal=$(field pg-restart-writes '.responses')
+    wp99=$(field pg-restart-writes '.latency_ms.p99')
+    summary_line pg-restart "pg-restart (stopped 10 s, window: outage + 20 s)" \
+        "PUT: $w503 of $wtotal answered 503, p99 $wp99 ms | writes succeed ${recovered} s after PostgreSQL is back"
+}
+
+case_overload() {
+    log "overload: peak with 256 closed-loop users, then $OVERLOAD_USERS closed-loop users"
+    loadtest overload-peak 256 0 5s 15s scripts/chaos/get.toml
+    wait $! || true
+    loadtest overload "$OVERLOAD_USERS" 0 10s 20s scripts/chaos/get.toml --timeout 5s
+    wait $! || true
+    local peak good ratio
+    peak=$(field overload-peak '.status["2xx"] / .duration_s')
+    good=$(field overload '.status["2xx"] / .duration_s')
+    ratio=$(echo "$good / $peak" | bc -l | xargs printf '%.2f')
+    summary_line overload "overload ($OVERLOAD_USERS users, think 0)" \
+        "goodput $(printf '%.0f' "$good") 2xx/s = $ratio x the peak $(printf '%.0f' "$peak") 2xx/s (256 users)"
+}
+
+: >"$OUT/summary.txt"
+start_redis
+start_pg
+start_demo
+say "# $(date -u +%F) demo on PostgreSQL + Redis (private, loopback); demo, Redis, PostgreSQL and the generator share $(nproc) cores"
+for c in $CASES; do
+    case "$c" in
+        redis-kill) case_redis_kill ;;
+        redis-hang) case_redis_hang ;;
+        pg-restart) case_pg_restart ;;
+        overload) case_overload ;;
+        *) log "unknown case $c"; exit 2 ;;
+    esac
+done
