@@ -1,126 +1,280 @@
-//! A caching reverse proxy: CacheLayer (a shared HTTP cache, RFC 9111) in front of a reqwest
-//! client that forwards every method, header and body to an upstream origin.
+//! A caching reverse proxy: CacheLayer (a shared HTTP cache, RFC 9111) in front of an HTTP/1.1
+//! client that forwards every method, end-to-end header and body to an upstream origin.
 //!
 //! ```text
 //! cargo run --release --example cache_proxy -- --upstream http://127.0.0.1:8000 --listen 127.0.0.1:8080
 //!     [--redis redis://127.0.0.1:6379] [--default-ttl-ms 0] [--max-body-bytes 1048576]
+//!     [--max-request-bytes 1048576] [--connect-timeout-ms 2000] [--read-timeout-ms 10000]
 //! ```
+//!
+//! - Bodies stream in both directions. A request body over `--max-request-bytes` is answered
+//!   413 (at once when `Content-Length` says so, else when the limit is crossed). A response
+//!   body over `--max-body-bytes` streams through uncached.
+//! - The upstream connection must be made within `--connect-timeout-ms`; its response head,
+//!   and each later piece of its body, must come within `--read-timeout-ms` (504 for the head,
+//!   the body is cut off after). A client sending its body slower than that is cut off too.
+//! - Hop-by-hop fields (RFC 9110 §7.6.1: `Connection` and the fields it names, `Keep-Alive`,
+//!   `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-*`) are never forwarded, either way.
+//! - Refusals are problem+json without upstream error texts or URLs (those go to the log), and
+//!   a panic anywhere in the stack is a 500, not a dropped connection.
 //!
 //! Responses carry `X-Cache: HIT | MISS | STALE | REVALIDATED` and `Age`. With `--redis`, several
 //! proxies share stored responses (L2) and purges (an unsafe method on one proxy purges the URI
 //! on all of them).
 
-use std::{convert::Infallible, net::SocketAddr, time::Duration};
+use std::{
+    convert::Infallible,
+    future::Future as _,
+    net::SocketAddr,
+    pin::Pin,
+    sync::{
+        atomic::{AtomicU8, Ordering},
+        Arc,
+    },
+    task::{ready, Context, Poll},
+    time::Duration,
+};
 
 use axum::{body::Body, Router};
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::TokioExecutor,
+};
 use phalanx_cache::{CacheLayer, HttpStore, TieredCache};
-use phalanx_core::redis::RedisSettings;
+use phalanx_core::{redis::RedisSettings, Problem};
 use tower::{service_fn, Layer};
+use tower_http::catch_panic::CatchPanicLayer;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 struct Args {
-    upstream: String,
+    upstream: Uri,
     listen: SocketAddr,
     redis: Option<String>,
     default_ttl_ms: u64,
     max_body_bytes: usize,
+    max_request_bytes: u64,
+    connect_timeout: Duration,
+    read_timeout: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args {
-        upstream: "http://127.0.0.1:8000".into(),
+        upstream: Uri::from_static("http://127.0.0.1:8000"),
         listen: "127.0.0.1:8080".parse().expect("valid default"),
         redis: None,
         default_ttl_ms: 0,
         max_body_bytes: 1024 * 1024,
+        max_request_bytes: 1024 * 1024,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(10),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
-            "--upstream" => args.upstream = value()?.trim_end_matches('/').to_owned(),
+            "--upstream" => {
+                let uri: Uri = value()?.parse().map_err(|e| format!("--upstream: {e}"))?;
+                if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+                    return Err("--upstream must be an http://host[:port] URL".into());
+                }
+                args.upstream = uri;
+            }
             "--listen" => args.listen = value()?.parse().map_err(|e| format!("--listen: {e}"))?,
             "--redis" => args.redis = Some(value()?),
-            "--default-ttl-ms" => {
-                args.default_ttl_ms = value()?.parse().map_err(|e| format!("--default-ttl-ms: {e}"))?
-            }
+            "--default-ttl-ms" => args.default_ttl_ms = number(value()?)?,
             "--max-body-bytes" => {
-                args.max_body_bytes = value()?.parse().map_err(|e| format!("--max-body-bytes: {e}"))?
+                args.max_body_bytes = usize::try_from(number(value()?)?).map_err(|e| format!("{flag}: {e}"))?
             }
+            "--max-request-bytes" => args.max_request_bytes = number(value()?)?,
+            "--connect-timeout-ms" => args.connect_timeout = Duration::from_millis(number(value()?)?),
+            "--read-timeout-ms" => args.read_timeout = Duration::from_millis(number(value()?)?),
             "-h" | "--help" => {
                 return Err("usage: cache_proxy --upstream URL --listen ADDR [--redis URL] [--default-ttl-ms N] \
-                            [--max-body-bytes N]"
+                            [--max-body-bytes N] [--max-request-bytes N] [--connect-timeout-ms N] \
+                            [--read-timeout-ms N]"
                     .into())
             }
             other => return Err(format!("unknown argument {other}")),
         }
     }
+    if args.connect_timeout.is_zero() || args.read_timeout.is_zero() {
+        return Err("timeouts must be greater than 0".into());
+    }
     Ok(args)
 }
 
-/// Hop-by-hop fields are the proxy's own business, not the origin's (RFC 9110 §7.6.1); `Host`
-/// and `Content-Length` are set again by the client.
-fn forwardable(name: &HeaderName) -> bool {
-    !matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "host"
-            | "content-length"
-    )
+/// Fields that concern one connection only (RFC 9110 §7.6.1), never forwarded.
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(name.as_str(), "connection" | "keep-alive" | "te" | "trailer" | "transfer-encoding" | "upgrade")
+        || name.as_str().starts_with("proxy-")
 }
 
-fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
+/// The end-to-end fields of `from`: without the hop-by-hop ones, the ones `Connection` names,
+/// and `Host` (the client sets the upstream's).
+fn end_to_end(from: &HeaderMap) -> HeaderMap {
+    let named: Vec<HeaderName> = from
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    let mut to = HeaderMap::with_capacity(from.len());
     for (name, value) in from {
-        if forwardable(name) {
+        if !hop_by_hop(name) && !named.contains(name) && name != header::HOST {
             to.append(name.clone(), value.clone());
+        }
+    }
+    to
+}
+
+/// Why a [`Guarded`] body stopped.
+const OVER_LIMIT: u8 = 1;
+const TOO_SLOW: u8 = 2;
+
+/// A body with a size limit and a deadline for each piece; it records why it failed, so the
+/// proxy can tell a client's too-large body (413) from an upstream failure (502).
+struct Guarded<B> {
+    inner: B,
+    limit: u64,
+    seen: u64,
+    idle: Duration,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    /// The deadline runs from the first poll (the upstream connection may take a while).
+    polled: bool,
+    failed: Arc<AtomicU8>,
+}
+
+impl<B> Guarded<B> {
+    fn new(inner: B, limit: u64, idle: Duration) -> Self {
+        Guarded {
+            inner,
+            limit,
+            seen: 0,
+            idle,
+            deadline: Box::pin(tokio::time::sleep(idle)),
+            polled: false,
+            failed: Arc::new(AtomicU8::new(0)),
         }
     }
 }
 
-async fn forward(client: reqwest::Client, upstream: String, request: Request<Body>) -> Response<Body> {
-    let (parts, body) = request.into_parts();
-    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let body: Bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(e) => return error_response(StatusCode::BAD_REQUEST, format!("reading the request body: {e}")),
-    };
-    let mut headers = HeaderMap::new();
-    copy_headers(&parts.headers, &mut headers);
-    let sent = client.request(parts.method, format!("{upstream}{path}")).headers(headers).body(body).send().await;
-    let upstream_response = match sent {
-        Ok(r) => r,
-        Err(e) => return error_response(StatusCode::BAD_GATEWAY, format!("upstream: {e}")),
-    };
-    let status = upstream_response.status();
-    let mut response_headers = HeaderMap::new();
-    copy_headers(upstream_response.headers(), &mut response_headers);
-    let body = match upstream_response.bytes().await {
-        Ok(b) => b,
-        Err(e) => return error_response(StatusCode::BAD_GATEWAY, format!("upstream body: {e}")),
-    };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    *response.headers_mut() = response_headers;
+impl<B> HttpBody for Guarded<B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        if !this.polled {
+            this.polled = true;
+            let deadline = tokio::time::Instant::now() + this.idle;
+            this.deadline.as_mut().reset(deadline);
+        }
+        let frame = match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => frame,
+            Poll::Pending => {
+                ready!(this.deadline.as_mut().poll(cx));
+                this.failed.store(TOO_SLOW, Ordering::Relaxed);
+                return Poll::Ready(Some(Err("body stalled".into())));
+            }
+        };
+        let deadline = tokio::time::Instant::now() + this.idle;
+        this.deadline.as_mut().reset(deadline);
+        match frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen = this.seen.saturating_add(data.len() as u64);
+                    if this.seen > this.limit {
+                        this.failed.store(OVER_LIMIT, Ordering::Relaxed);
+                        return Poll::Ready(Some(Err("body over the limit".into())));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[derive(Clone)]
+struct Upstream {
+    client: Client<HttpConnector, Guarded<Body>>,
+    base: Uri,
+    max_request_bytes: u64,
+    read_timeout: Duration,
+}
+
+fn refusal(status: StatusCode, title: &'static str) -> Response<Body> {
+    let mut response = Problem::new(status).with_title(title).into_response::<Body>().map(Body::new);
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 
-fn error_response(status: StatusCode, message: String) -> Response<Body> {
-    let mut response = Response::new(Body::from(message));
-    *response.status_mut() = status;
-    response.headers_mut().insert(header::CACHE_CONTROL, "no-store".parse().expect("valid"));
+async fn forward(upstream: Upstream, request: Request<Body>) -> Response<Body> {
+    let (parts, body) = request.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > upstream.max_request_bytes) {
+        return refusal(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large");
+    }
+    let path = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let mut target = upstream.base.clone().into_parts();
+    target.path_and_query = path.parse().ok();
+    let Ok(target) = Uri::from_parts(target) else {
+        return refusal(StatusCode::BAD_REQUEST, "Bad request target");
+    };
+    let body = Guarded::new(body, upstream.max_request_bytes, upstream.read_timeout);
+    let failed = Arc::clone(&body.failed);
+    let mut outgoing = Request::new(body);
+    *outgoing.method_mut() = parts.method;
+    *outgoing.uri_mut() = target;
+    *outgoing.headers_mut() = end_to_end(&parts.headers);
+    let sent = tokio::time::timeout(upstream.read_timeout, upstream.client.request(outgoing)).await;
+    let response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            return match failed.load(Ordering::Relaxed) {
+                OVER_LIMIT => refusal(StatusCode::PAYLOAD_TOO_LARGE, "Request body too large"),
+                TOO_SLOW => refusal(StatusCode::REQUEST_TIMEOUT, "Request body too slow"),
+                _ => {
+                    tracing::warn!(%error, "upstream request failed");
+                    refusal(StatusCode::BAD_GATEWAY, "Upstream unavailable")
+                }
+            };
+        }
+        Err(_) => {
+            tracing::warn!(timeout_ms = upstream.read_timeout.as_millis() as u64, "upstream response head timed out");
+            return refusal(StatusCode::GATEWAY_TIMEOUT, "Upstream timed out");
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = Guarded::new(body, u64::MAX, upstream.read_timeout);
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = parts.status;
+    *response.headers_mut() = end_to_end(&parts.headers);
     response
 }
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt().with_writer(std::io::stderr).init();
     let args = match parse_args() {
         Ok(args) => args,
         Err(message) => {
@@ -140,13 +294,23 @@ async fn main() {
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
 
-    let client = reqwest::Client::builder().build().expect("http client");
-    let upstream = args.upstream.clone();
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(args.connect_timeout));
+    connector.set_nodelay(true);
+    let upstream = Upstream {
+        client: Client::builder(TokioExecutor::new()).build(connector),
+        base: args.upstream.clone(),
+        max_request_bytes: args.max_request_bytes,
+        read_timeout: args.read_timeout,
+    };
     let origin = service_fn(move |request: Request<Body>| {
-        let (client, upstream) = (client.clone(), upstream.clone());
-        async move { Ok::<_, Infallible>(forward(client, upstream, request).await) }
+        let upstream = upstream.clone();
+        async move { Ok::<_, Infallible>(forward(upstream, request).await) }
     });
-    let app = Router::new().fallback_service(cache.layer(origin));
+    let panic_answer = |_: Box<dyn std::any::Any + Send>| -> Response<Body> {
+        refusal(StatusCode::INTERNAL_SERVER_ERROR, "Internal error")
+    };
+    let app = Router::new().fallback_service(cache.layer(origin)).layer(CatchPanicLayer::custom(panic_answer));
 
     let listener = tokio::net::TcpListener::bind(args.listen).await.unwrap_or_else(|e| panic!("{}: {e}", args.listen));
     eprintln!("cache_proxy: {} -> {}", args.listen, args.upstream);

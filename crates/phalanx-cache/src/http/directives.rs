@@ -82,7 +82,9 @@ impl Directives {
         for value in values {
             let text = value.to_str().ok()?;
             for member in text.split(',') {
+                // Parameters (`;name=value`) qualify a member; none of them matters here.
                 let member = member.trim_matches([' ', '\t']);
+                let member = member.split_once(';').map_or(member, |(m, _)| m);
                 let (key, arg) = match member.split_once('=') {
                     Some((k, a)) => (k, Some(a)),
                     None => (member, None),
@@ -209,6 +211,9 @@ mod tests {
         assert_eq!((d.no_store, d.max_age, d.stale_if_error), (false, Some(60), Some(5)));
         h.insert("phalanx-cache-control", "max-age=7".parse().unwrap());
         assert_eq!(Directives::for_response(&h, &targets).max_age, Some(7));
+        h.insert("phalanx-cache-control", "max-age=8;x=1, private;y".parse().unwrap());
+        let d = Directives::for_response(&h, &targets);
+        assert_eq!((d.max_age, d.private), (Some(8), true), "parameters are ignored");
         h.insert("phalanx-cache-control", "MAX-AGE=7".parse().unwrap());
         assert_eq!(Directives::for_response(&h, &targets).max_age, Some(60), "invalid key: ignored");
         h.remove("phalanx-cache-control");

@@ -526,3 +526,27 @@ impl From<HttpCacheConfig> for CacheLayerBuilder {
         CacheLayerBuilder { config, ..Default::default() }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_new_settings_deserialize_and_are_checked_at_build_time() {
+        let config: HttpCacheConfig = serde_json::from_str(
+            r#"{"key_query": ["page"], "unknown_query": "reject", "target_fields": ["Edge-Control"],
+                "error_grace_ms": 0, "origin_timeout_ms": 500, "single_host": true}"#,
+        )
+        .unwrap();
+        assert_eq!(config.unknown_query, UnknownQuery::Reject);
+        let layer = CacheLayerBuilder::from(config.clone()).build().unwrap();
+        assert_eq!(layer.state.rules.targets, vec![HeaderName::from_static("edge-control")]);
+        assert_eq!(layer.state.origin_timeout, Some(Duration::from_millis(500)));
+        assert!(layer.state.refuses_query(&Uri::from_static("/x?page=1&r=2")));
+        assert!(!layer.state.refuses_query(&Uri::from_static("/x?page=1")));
+        let no_params = HttpCacheConfig { key_query: None, ..config.clone() };
+        assert!(CacheLayerBuilder::from(no_params).build().is_err(), "reject needs key_query");
+        let bad = HttpCacheConfig { target_fields: vec!["not a name".into()], ..config };
+        assert!(CacheLayerBuilder::from(bad).build().is_err());
+    }
+}

@@ -14,9 +14,18 @@
 //! - **Validation**: a stale response with `ETag` / `Last-Modified` is revalidated with
 //!   `If-None-Match` / `If-Modified-Since`; a 304 refreshes the stored headers. A client's own
 //!   conditional request is answered 304 from storage when it matches.
-//! - **Stale**: `stale-while-revalidate` serves stale and refreshes once in the background;
-//!   `stale-if-error` serves stale on 500/502/503/504 or an inner error.
-//! - **Invalidation**: POST, PUT, PATCH, DELETE with a 2xx/3xx response purge the target URI and
+//! - **Stale**: `stale-while-revalidate` serves stale and refreshes once in the background (the
+//!   refresh carries the request's extensions); a stored response stands in for a refused (503,
+//!   429), failed (5xx, 408, an inner error) or timed-out origin answer within `stale-if-error`
+//!   or the layer's error grace, unless `must-revalidate`, `proxy-revalidate`, `no-cache` or
+//!   `s-maxage` forbid it. 503 and 429 are never stored and never make a pass.
+//! - **Keys**: the target URI (scheme, authority, path, query), or path and query with
+//!   `single_host`; `key_query` names the query parameters that are part of a route's key.
+//! - **Targeted fields** (RFC 9213): `Phalanx-Cache-Control`, then `CDN-Cache-Control`, replace
+//!   `Cache-Control` for this cache when present and valid.
+//! - **Ranges**: a single `bytes` range is served from a stored complete response (206 / 416).
+//! - Header numbers are delta-seconds saturating at 2^31: no origin value can overflow.
+//! - **Invalidation**: POST, PUT, PATCH, DELETE (any method but GET, HEAD, OPTIONS, TRACE) with a 2xx/3xx response purge the target URI and
 //!   the same-origin `Location` / `Content-Location`, with all variants, on every node.
 //!   [`CacheLayer::purge`] and [`CacheLayer::purge_tag`] (tags from `Cache-Tag` /
 //!   `Surrogate-Key`) do the same on demand.

@@ -97,7 +97,8 @@ pub(crate) enum Outcome {
     Failed(Option<Arc<Refusal>>),
 }
 
-/// A transient answer (503, 429, another 5xx) small enough to hand to every waiting request.
+/// A 503 small enough to hand to every request waiting on the same load. (A 429 is not shared:
+/// it may be about one client.)
 pub(crate) struct Refusal {
     status: StatusCode,
     headers: HeaderMap,
@@ -301,7 +302,7 @@ where
         }
         if state.refuses_query(request.uri()) {
             let problem = Problem::new(StatusCode::BAD_REQUEST)
-                .with_type("https://phalanx.dev/problems/unknown-query-parameter")
+                .with_type("urn:phalanx:problem:unknown-query-parameter")
                 .with_title("Unknown query parameter")
                 .with_detail("this resource accepts only the query parameters it declares");
             return ResponseFuture::ready(problem.into_response());
@@ -488,7 +489,14 @@ where
                 bump(&counters.http.hits);
                 return Ok(state.respond(&fresh, request.method(), request.headers(), now, HIT));
             }
-            if let Ok(Some(Outcome::Failed(refusal))) = outcome {
+            // The leader failed, or took longer than the wait (as good as a timeout): a stored
+            // copy that may stand in for a failed origin does, rather than a second origin call.
+            let (failed, refusal) = match outcome {
+                Err(_elapsed) => (true, None),
+                Ok(Some(Outcome::Failed(refusal))) => (true, refusal),
+                Ok(_) => (false, None),
+            };
+            if failed {
                 if let Some(stale) = entry.as_ref().filter(|e| state.may_serve_on_error(e, now)) {
                     bump(&counters.http.coalesced);
                     bump(&counters.http.stale);
@@ -527,6 +535,9 @@ fn spawn_refresh<S, ReqBody, ResBody>(
     let mut refresh = Request::new(ReqBody::default());
     *refresh.uri_mut() = request.uri().clone();
     *refresh.headers_mut() = request.headers().clone();
+    // The refresh wants the whole response, to store it.
+    refresh.headers_mut().remove(header::RANGE);
+    refresh.headers_mut().remove(header::IF_RANGE);
     *refresh.version_mut() = request.version();
     // What routing put there (axum's path parameters, matched route) and what outer layers
     // added: the handler needs them as much for the refresh as for the request.
@@ -627,9 +638,12 @@ where
     bump(&counters.http.misses);
     let (parts, body) = response.into_parts();
     if is_transient(parts.status) {
-        // Never stored, never a pass: the next request tries again. A small one is kept for the
+        // Never stored, never a pass: the next request tries again. A small 503 is kept for the
         // requests waiting on this load.
         *outcome = Outcome::Failed(None);
+        if parts.status != StatusCode::SERVICE_UNAVAILABLE {
+            return Ok(state.marked(Response::from_parts(parts, LayerBody::inner(SplicedBody::new(body))), MISS));
+        }
         let body = match Box::pin(buffer(body, MAX_REFUSAL_BODY)).await {
             Buffered::Complete(bytes) => {
                 let refusal = Arc::new(Refusal { status: parts.status, headers: parts.headers, body: bytes });
