@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The demo on PostgreSQL + Redis under load while a dependency fails, one line per case.
 #
-#   scripts/chaos/run.sh [CASE ...]      cases: redis-kill redis-hang pg-restart overload (default: all)
+#   scripts/chaos/run.sh [CASE ...]      cases: steady redis-kill redis-hang pg-restart overload
+#                                        (default: all, in that order)
 #
 # Everything runs on loopback with private servers (a redis-server and a PostgreSQL cluster made in
 # a temporary directory), so the machine's shared Redis and PostgreSQL are never touched. Each case
 # is bounded in time and the script stops everything it started on exit. Environment:
-#   USERS (default 2000)     users of the open-model cases (think time 1 s)
+#   STEADY_USERS (10000)     users of the steady case (think time 1 s, default mix)
+#   USERS (default 2000)     users of the failure cases (think time 1 s)
 #   OVERLOAD_USERS (10000)   users of the closed-loop case (think time 0)
 #   PORT_BASE (17900)        demo, admin, Redis and PostgreSQL take PORT_BASE..PORT_BASE+3
 #   OUT (results/chaos)      where the JSON reports and the summary go
@@ -14,8 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-CASES=${*:-redis-kill redis-hang pg-restart overload}
+CASES=${*:-steady redis-kill redis-hang pg-restart overload}
 USERS=${USERS:-2000}
+STEADY_USERS=${STEADY_USERS:-10000}
 OVERLOAD_USERS=${OVERLOAD_USERS:-10000}
 PORT_BASE=${PORT_BASE:-17900}
 OUT=${OUT:-results/chaos}
@@ -81,7 +84,7 @@ loadtest() {
     shift 6
     # shellcheck disable=SC2086
     "$BIN/loadtest" --users "$users" --think "$think" --warmup "$warmup" --duration "$duration" \
-        --mix "$mix" --progress 0 --no-server-metrics --json "$OUT/$name.json" $LOADTEST_ARGS "$@" \
+        --mix "$mix" --progress 0 --json "$OUT/$name.json" $LOADTEST_ARGS "$@" \
         "http://$DEMO" >"$OUT/$name.txt" 2>&1 &
 }
 
@@ -118,6 +121,24 @@ summary_line() {
     p99=$(field "$name" '.latency_ms.p99')
     hits=$(field "$name" 'if .cache_hit_ratio == null then "n/a" else (.cache_hit_ratio * 100 | floor | tostring) + " %" end')
     say "$label | GET: $s5 5xx or failed of $total | p99 $p99 ms | hits $hits | $extra"
+}
+
+# The rate limiter's decisions by outcome, summed over policies, from the admin /metrics.
+decisions() {
+    curl -s "http://$ADMIN/metrics" |
+        awk -v want="$1" '/^phalanx_ratelimit_decisions_total/ && $0 ~ "outcome=\"" want "\"" { n += $NF } END { printf "%d", n }'
+}
+
+case_steady() {
+    log "steady: $STEADY_USERS users, think 1 s, default mix (reads and writes), warm-up 20 s, 60 s measured"
+    local open0 all0 open1 all1
+    open0=$(decisions fail_open)
+    all0=$(( $(decisions allowed) + $(decisions limited) + open0 + $(decisions fail_closed) ))
+    loadtest steady "$STEADY_USERS" 1s 20s 60s examples/loadtest/mix.toml
+    wait $! || true
+    open1=$(decisions fail_open)
+    all1=$(( $(decisions allowed) + $(decisions limited) + open1 + $(decisions fail_closed) ))
+    say "steady ($STEADY_USERS users, think 1 s) | $(field steady '.rps | floor') req/s | avg $(field steady '.latency_ms.avg') ms | p99 $(field steady '.latency_ms.p99') ms | p99.9 $(field steady '.latency_ms.p999') ms | errors $(field steady '.errors.total') of $(field steady '.responses') | hits $(field steady '.cache_hit_ratio * 1000 | floor / 10') % | limiter fail-open $((open1 - open0)) of $((all1 - all0)) decisions"
 }
 
 case_redis_kill() {
@@ -200,6 +221,7 @@ start_demo
 say "# $(date -u +%F) demo on PostgreSQL + Redis (private, loopback); demo, Redis, PostgreSQL and the generator share $(nproc) cores"
 for c in $CASES; do
     case "$c" in
+        steady) case_steady ;;
         redis-kill) case_redis_kill ;;
         redis-hang) case_redis_hang ;;
         pg-restart) case_pg_restart ;;
