@@ -21,10 +21,10 @@ const CONFIG: &str = r#"
 [key]
 sources = [{ api_key = "x-api-key" }, { header = "x-client-id" }, "peer_ip"]
 
-[redis]
+[redis]                     # with REDIS_URL: leases from Redis, decided locally
 prefix = "example:rl"
-deadline_ms = 5
-failure_mode = "open"
+deadline_ms = 50            # background round trips only
+failure_mode = "open"       # while Redis is down: quota / known node count
 
 [[policies]]
 name = "per-client"

@@ -348,7 +348,10 @@ async fn in_an_axum_router_the_classifiers_priority_orders_the_queue() {
     let app = Router::new()
         .route("/work", get(work))
         .layer(layer)
-        .layer(ClassifyLayer::new(Classifier::builder().priority_header("x-priority").build()));
+        // This service trusts its callers to raise their class up to `high`.
+        .layer(ClassifyLayer::new(
+            Classifier::builder().priority_header("x-priority").max_header_priority(Priority::High).build(),
+        ));
     let call = |id: &'static str, priority: Option<&'static str>| {
         let mut req = Request::get("/work").header("x-id", id);
         if let Some(p) = priority {

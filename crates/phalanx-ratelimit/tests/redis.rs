@@ -406,3 +406,59 @@ async fn server_time_is_the_default_and_reads_the_redis_clock() {
     // Redis's now.
     assert!((tat - now_us - 3 * 180_000_000).abs() < 60_000_000, "tat {tat}, now {now_us}");
 }
+
+#[tokio::test]
+async fn two_nodes_share_quotas_on_a_redis_cluster() {
+    let test = "two_nodes_share_quotas_on_a_redis_cluster";
+    let Some(cluster) = tokio::task::spawn_blocking(|| phalanx_core::testing::RedisCluster::start(3, 0)).await.unwrap()
+    else {
+        return skip(test, "redis-server/redis-cli not found or no cluster");
+    };
+    let clock = Clock::manual(wall_clock());
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        let settings = RedisSettings { command_timeout_ms: 2_000, ..RedisSettings::from_url(cluster.url()) };
+        let pool = settings.build_pool().unwrap();
+        connect_in_background(&pool);
+        pool.wait_for_connect().await.unwrap();
+        let store = store(pool, "rl").heartbeat(Duration::from_millis(100)).build().unwrap();
+        nodes.push(
+            builder(Policy::new("p", Quota::per_second(100).with_burst(20)), &clock).redis(store).build().unwrap(),
+        );
+    }
+    // Thirty clients, whose keys fall on every master's slots; each script stays in its slot.
+    let clients: Vec<String> = (0..30).map(|i| format!("client-{i}")).collect();
+    let masters: std::collections::BTreeSet<u16> =
+        clients.iter().filter_map(|c| cluster.master_of(&format!("rl:{{id:{c}}}:p"))).collect();
+    assert_eq!(masters.len(), 3, "the clients' keys live on every master");
+    let mut passed = vec![0u64; clients.len()];
+    for step in 0..=100 {
+        if step > 0 {
+            clock.advance(Duration::from_millis(10));
+        }
+        for node in &nodes {
+            for (client, passed) in clients.iter().zip(&mut passed) {
+                for _ in 0..2 {
+                    *passed += u64::from(decide_now(node, client) == StatusCode::OK);
+                }
+            }
+        }
+        for i in 0..2 {
+            nodes[(i + step) % 2].sync().await;
+        }
+    }
+    let bound = upper_bound(20, 100, Duration::from_secs(1), 2, 2);
+    for (client, passed) in clients.iter().zip(&passed) {
+        assert!(*passed <= bound && *passed >= 100, "{client}: {passed} allowed (bound {bound}, exact 120)");
+    }
+    for node in &nodes {
+        let report = node.status_report();
+        assert_eq!(report["redis"]["sync_rounds_failed"], 0, "{report}");
+        assert_eq!(node.status().decisions("p", "fail_open"), 0);
+    }
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while nodes.iter().any(|n| n.status().nodes() != 2) {
+        assert!(Instant::now() < deadline, "the nodes did not count each other on the cluster");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
