@@ -61,6 +61,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route_priority("/batch/export", Priority::Low)
         .api_key_tier("x-api-key", "k-premium", Tier::Premium)
         .api_key_tier("x-api-key", "k-abuser", Tier::Throttled)
+        // The header only lowers a class, except for premium keys, which may raise it to high.
+        .tier_max_header_priority(Tier::Premium, Priority::High)
         .custom(|_req, c| {
             if c.tier == Tier::Throttled {
                 c.priority = Priority::Background;
@@ -81,13 +83,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
 
-    // A burst of 300 requests at once: 30 critical health checks, 90 high, 90 normal, 90 from a
-    // throttled key (background); then what each class got.
+    // A burst of 300 requests at once: 30 critical health checks, 90 high (premium key), 90
+    // normal, 90 from a throttled key (background); then what each class got.
     let mut calls = Vec::new();
     for i in 0..300 {
         let (path, priority, key) = match i % 10 {
             0 => ("/api/health", None, None),
-            1..=3 => ("/api/work", Some("high"), None),
+            1..=3 => ("/api/work", Some("high"), Some("k-premium")),
             4..=6 => ("/api/work", None, None),
             _ => ("/api/work", None, Some("k-abuser")),
         };
