@@ -164,3 +164,28 @@ async fn a_lost_subscription_drops_only_what_was_invalidated_meanwhile() {
     assert_eq!(reader.get_local("k2").as_deref(), Some("k2"), "what was not invalidated stays");
     until("coherent again", || reader.is_coherent()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_redis_could_not_take_is_sent_again_when_it_is_back() {
+    let Some(mut server) = RedisServer::start() else {
+        skip("an_invalidation_redis_could_not_take_is_sent_again_when_it_is_back", "no redis-server binary");
+        return;
+    };
+    let ns = unique_prefix("replay");
+    let settings = RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(server.url()) };
+    let node = |id: &str| -> TieredCache<String, String> {
+        TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
+    };
+    let (a, b) = (node("a"), node("b"));
+    until("subscribed", || a.is_coherent() && b.is_coherent()).await;
+    until("pools connected", || !a.is_l2_circuit_open() && !b.is_l2_circuit_open()).await;
+    b.get_with_options("row".into(), EntryOptions::new().tag("item"), async { Ok::<_, ()>("old".to_owned()) })
+        .await
+        .unwrap();
+
+    server.stop();
+    a.invalidate_tag("item").await;
+    assert_eq!(b.get_local("row").as_deref(), Some("old"), "B cannot hear it while Redis is gone");
+    assert!(server.restart());
+    until("the purge is sent again and reaches B", || b.get_local("row").is_none()).await;
+}

@@ -26,7 +26,7 @@ mod config;
 pub(crate) mod l2;
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     fmt::Display,
     future::Future,
     hash::Hash,
@@ -272,8 +272,14 @@ struct Shared<K, V> {
     /// Whether the invalidation channel is subscribed on a live connection.
     subscribed: AtomicBool,
     epoch: Instant,
+    /// Invalidations Redis could not take, sent again once it answers.
+    pending: Mutex<HashSet<(u8, String)>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
+
+/// Invalidations kept for replay while Redis cannot take them; past this, dropped (counted),
+/// and other nodes' copies are bounded by their TTL.
+const MAX_PENDING: usize = 10_000;
 
 impl<K, V> Drop for Shared<K, V> {
     fn drop(&mut self) {
@@ -496,6 +502,7 @@ impl TieredCacheBuilder {
             circuit: Circuit::new(config.l2_circuit_failures, Duration::from_millis(config.l2_circuit_open_ms)),
             writes,
             epoch,
+            pending: Mutex::new(HashSet::new()),
             tasks: Mutex::new(Vec::new()),
             l2,
         });
@@ -630,6 +637,10 @@ fn start_listener<K: CacheKey, V: CacheValue>(shared: &Arc<Shared<K, V>>) {
                     let Some(shared) = weak.upgrade() else { break };
                     if shared.subscribed.load(Ordering::Acquire) && !shared.coherent() {
                         shared.reconcile().await;
+                    }
+                    let waiting = !shared.pending.lock().is_empty();
+                    if waiting {
+                        shared.replay_pending().await;
                     }
                 }
             }
@@ -978,6 +989,63 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
         true
     }
 
+    /// Record an invalidation in Redis, unlink what it covers and publish it. When Redis cannot
+    /// take it now, keep it (at most [`MAX_PENDING`], then counted as dropped) for
+    /// [`Self::replay_pending`].
+    async fn invalidate_remote(&self, kind: u8, name: String) {
+        if !self.try_invalidate_remote(kind, &name).await {
+            let mut pending = self.pending.lock();
+            if pending.len() < MAX_PENDING {
+                pending.insert((kind, name));
+            } else {
+                bump(&self.counters.l2_writes_dropped);
+            }
+        }
+    }
+
+    async fn try_invalidate_remote(&self, kind: u8, name: &str) -> bool {
+        let Some(l2) = &self.l2 else { return true };
+        let Some(attempt) = self.circuit.try_acquire() else {
+            bump(&self.counters.l2_short_circuits);
+            return false;
+        };
+        let done = if kind == b'k' {
+            l2.remove(name, &self.node_id).await
+        } else {
+            l2.purge_tag(name, &self.node_id).await.map(|(e, _)| e)
+        };
+        match done {
+            Ok(epoch) => {
+                attempt.success();
+                self.note_epoch(epoch);
+                self.applied(bucket(kind, name) as usize, epoch);
+                true
+            }
+            Err(e) => {
+                attempt.failure();
+                self.fallback(if kind == b'k' { "remove" } else { "invalidate_tag" }, &e);
+                false
+            }
+        }
+    }
+
+    /// Send the invalidations Redis could not take earlier, while it answers.
+    async fn replay_pending(&self) {
+        if self.circuit.is_open() {
+            return;
+        }
+        let waiting: Vec<(u8, String)> = self.pending.lock().drain().collect();
+        let mut left = waiting.into_iter();
+        for (kind, name) in left.by_ref() {
+            if !self.try_invalidate_remote(kind, &name).await {
+                let mut pending = self.pending.lock();
+                pending.insert((kind, name));
+                pending.extend(left);
+                return;
+            }
+        }
+    }
+
     /// Send queued stores (the writer's side).
     async fn write_stores(&self, stores: &mut Vec<StoreOp>) {
         if stores.is_empty() {
@@ -1161,52 +1229,24 @@ impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
     }
 
     /// Remove a key from both levels and from every node's L1. Awaits the L2 removal (one
-    /// bounded round trip), so a read after it sees no old value on any node.
+    /// bounded round trip), so a read after it sees no old value on any node. When Redis cannot
+    /// take it, it is kept (bounded) and sent again once Redis answers.
     pub async fn remove(&self, key: &K) {
         let shared = &self.shared;
         let text = key.to_string();
         shared.note_invalidation(b'k', &text, None);
         shared.l1.invalidate(key);
-        let Some(l2) = &shared.l2 else { return };
-        let Some(attempt) = shared.circuit.try_acquire() else {
-            bump(&shared.counters.l2_short_circuits);
-            return;
-        };
-        match l2.remove(&text, &shared.node_id).await {
-            Ok(epoch) => {
-                attempt.success();
-                shared.note_epoch(epoch);
-                shared.applied(bucket(b'k', &text) as usize, epoch);
-            }
-            Err(e) => {
-                attempt.failure();
-                shared.fallback("remove", &e);
-            }
-        }
+        shared.invalidate_remote(b'k', text).await;
     }
 
     /// Remove every entry carrying `tag`, from both levels and from every node's L1. The L2
-    /// purge is incremental (batches of 256 values per bounded round trip) and awaited.
+    /// purge is incremental (batches of 256 values per bounded round trip) and awaited; as
+    /// [`Self::remove`], kept and sent again when Redis could not take it.
     pub async fn invalidate_tag(&self, tag: &str) {
         let shared = &self.shared;
         shared.note_invalidation(b't', tag, None);
         shared.purge_local_tag(tag);
-        let Some(l2) = &shared.l2 else { return };
-        let Some(attempt) = shared.circuit.try_acquire() else {
-            bump(&shared.counters.l2_short_circuits);
-            return;
-        };
-        match l2.purge_tag(tag, &shared.node_id).await {
-            Ok((epoch, _)) => {
-                attempt.success();
-                shared.note_epoch(epoch);
-                shared.applied(bucket(b't', tag) as usize, epoch);
-            }
-            Err(e) => {
-                attempt.failure();
-                shared.fallback("invalidate_tag", &e);
-            }
-        }
+        shared.invalidate_remote(b't', tag.to_owned()).await;
     }
 
     /// Drop this node's L1 (not L2, not the other nodes).
