@@ -5,7 +5,8 @@
 # mean, then rolls every node (SIGTERM, wait for exit, start, wait for /readyz) under load and
 # prints the failed requests.
 #
-#   flock /tmp/phalanx-load.lock deploy/lb/run.sh nginx|haproxy
+#   cargo build --release --example demo --example loadtest   # outside the lock
+#   NO_BUILD=1 flock /tmp/phalanx-load.lock deploy/lb/run.sh nginx|haproxy
 #
 # Environment: NODES (4), USERS (2000), DURATION (20s), PORT_BASE (17600: nodes on +1..+N,
 # balancer on +50, Redis on +40), PG (postgres://postgres@127.0.0.1:5432), DB (phalanx_scale).
@@ -17,7 +18,7 @@ PORT_BASE=${PORT_BASE:-17600}
 LB_PORT=$((PORT_BASE + 50)) REDIS_PORT=$((PORT_BASE + 40))
 PG=${PG:-postgres://postgres@127.0.0.1:5432} DB=${DB:-phalanx_scale}
 command -v "$LB" >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$LB" >/dev/null; }
-cargo build -q --release --example demo --example loadtest
+[[ -n ${NO_BUILD:-} ]] || cargo build -q --release --example demo --example loadtest
 BIN=$PWD/target/release/examples
 work=$(mktemp -d)
 declare -A node_pid
