@@ -63,14 +63,20 @@ if [[ $LB == nginx ]]; then
     nginx -t -q -c "$work/lb.conf"
     nginx -c "$work/lb.conf" -g 'daemon off;' 2>>"$work/lb.log" &
 else
-    sed -e '/^\s*server demo[0-9] 127\.0\.0\.1:300[0-9]/d' \
+    # maxconn within this shell's open-file limit (HAProxy needs about 2 descriptors per connection).
+    maxconn=$(( $(ulimit -Hn) / 2 - 100 )); ((maxconn < 40000)) || maxconn=40000
+    sed -e '/^\s*server demo[0-9] 127\.0\.0\.1:300[0-9]/d' -e "s|maxconn 40000|maxconn $maxconn|" \
         -e "s|bind 127.0.0.1:8081|bind 127.0.0.1:$LB_PORT|" deploy/lb/haproxy.cfg >"$work/lb.conf"
     printf "%b" "$servers_haproxy" >>"$work/lb.conf"
     haproxy -c -q -f "$work/lb.conf"
     haproxy -db -f "$work/lb.conf" 2>>"$work/lb.log" &
 fi
 other_pids+=($!)
-until curl -fs -o /dev/null "http://127.0.0.1:$LB_PORT/readyz"; do sleep 0.05; done
+lb_pid=${other_pids[-1]}
+until curl -fs -o /dev/null "http://127.0.0.1:$LB_PORT/readyz"; do
+    kill -0 "$lb_pid" 2>/dev/null || { cat "$work/lb.log"; exit 1; }
+    sleep 0.05
+done
 
 # Requests a node answered on the API routes (not the balancer's health checks).
 served() {
@@ -79,7 +85,7 @@ served() {
 }
 load() {
     "$BIN/loadtest" --users "$USERS" --think 1s --duration "$1" --warmup 3s --client-id-per-user \
-        --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1
+        --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1 || true
 }
 
 echo "== $LB, $NODES nodes, $USERS users x 1 req/s for $DURATION"
@@ -88,13 +94,16 @@ for n in $(seq 1 "$NODES"); do before[$n]=$(served "$n"); done
 load "$DURATION" "$work/even.json"
 shares=()
 for n in $(seq 1 "$NODES"); do shares+=($(($(served "$n") - ${before[$n]}))); done
+[[ -s $work/even.json ]] || { tail -5 "$work/even.json.txt"; exit 1; }
 python3 - "$work/even.json" "${shares[@]}" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 shares = [int(x) for x in sys.argv[2:]]
 mean = sum(shares) / len(shares)
 dev = max(abs(s - mean) / mean for s in shares) * 100
-print(f"throughput {r['rps']:.0f} req/s, p99 {r['latency_ms']['p99']:.1f} ms, errors {r['errors']['total']}")
+e = r["errors"]
+kinds = ", ".join(f"{k} {e[k]}" for k in ("connect", "timeout", "io", "status_429", "status_503") if e[k])
+print(f"throughput {r['rps']:.0f} req/s, p99 {r['latency_ms']['p99']:.1f} ms, errors {e['total']}" + (f" ({kinds})" if kinds else ""))
 print("requests per node: " + " / ".join(f"{s:,}" for s in shares) + f"; max deviation from the mean {dev:.2f} %")
 PY
 
