@@ -5,7 +5,8 @@
 # mean, then rolls every node (SIGTERM, wait for exit, start, wait for /readyz) under load and
 # prints the failed requests.
 #
-#   flock /tmp/phalanx-load.lock deploy/lb/run.sh nginx|haproxy
+#   cargo build --release --example demo --example loadtest   # outside the lock
+#   NO_BUILD=1 flock /tmp/phalanx-load.lock deploy/lb/run.sh nginx|haproxy
 #
 # Environment: NODES (4), USERS (2000), DURATION (20s), PORT_BASE (17600: nodes on +1..+N,
 # balancer on +50, Redis on +40), PG (postgres://postgres@127.0.0.1:5432), DB (phalanx_scale).
@@ -17,7 +18,7 @@ PORT_BASE=${PORT_BASE:-17600}
 LB_PORT=$((PORT_BASE + 50)) REDIS_PORT=$((PORT_BASE + 40))
 PG=${PG:-postgres://postgres@127.0.0.1:5432} DB=${DB:-phalanx_scale}
 command -v "$LB" >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$LB" >/dev/null; }
-cargo build -q --release --example demo --example loadtest
+[[ -n ${NO_BUILD:-} ]] || cargo build -q --release --example demo --example loadtest
 BIN=$PWD/target/release/examples
 work=$(mktemp -d)
 declare -A node_pid
@@ -62,14 +63,20 @@ if [[ $LB == nginx ]]; then
     nginx -t -q -c "$work/lb.conf"
     nginx -c "$work/lb.conf" -g 'daemon off;' 2>>"$work/lb.log" &
 else
-    sed -e '/^\s*server demo[0-9] 127\.0\.0\.1:300[0-9]/d' \
+    # maxconn within this shell's open-file limit (HAProxy needs about 2 descriptors per connection).
+    maxconn=$(( $(ulimit -Hn) / 2 - 100 )); ((maxconn < 40000)) || maxconn=40000
+    sed -e '/^\s*server demo[0-9] 127\.0\.0\.1:300[0-9]/d' -e "s|maxconn 40000|maxconn $maxconn|" \
         -e "s|bind 127.0.0.1:8081|bind 127.0.0.1:$LB_PORT|" deploy/lb/haproxy.cfg >"$work/lb.conf"
     printf "%b" "$servers_haproxy" >>"$work/lb.conf"
     haproxy -c -q -f "$work/lb.conf"
     haproxy -db -f "$work/lb.conf" 2>>"$work/lb.log" &
 fi
 other_pids+=($!)
-until curl -fs -o /dev/null "http://127.0.0.1:$LB_PORT/readyz"; do sleep 0.05; done
+lb_pid=${other_pids[-1]}
+until curl -fs -o /dev/null "http://127.0.0.1:$LB_PORT/readyz"; do
+    kill -0 "$lb_pid" 2>/dev/null || { cat "$work/lb.log"; exit 1; }
+    sleep 0.05
+done
 
 # Requests a node answered on the API routes (not the balancer's health checks).
 served() {
@@ -78,7 +85,7 @@ served() {
 }
 load() {
     "$BIN/loadtest" --users "$USERS" --think 1s --duration "$1" --warmup 3s --client-id-per-user \
-        --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1
+        --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1 || true
 }
 
 echo "== $LB, $NODES nodes, $USERS users x 1 req/s for $DURATION"
@@ -87,13 +94,16 @@ for n in $(seq 1 "$NODES"); do before[$n]=$(served "$n"); done
 load "$DURATION" "$work/even.json"
 shares=()
 for n in $(seq 1 "$NODES"); do shares+=($(($(served "$n") - ${before[$n]}))); done
+[[ -s $work/even.json ]] || { tail -5 "$work/even.json.txt"; exit 1; }
 python3 - "$work/even.json" "${shares[@]}" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 shares = [int(x) for x in sys.argv[2:]]
 mean = sum(shares) / len(shares)
 dev = max(abs(s - mean) / mean for s in shares) * 100
-print(f"throughput {r['rps']:.0f} req/s, p99 {r['latency_ms']['p99']:.1f} ms, errors {r['errors']['total']}")
+e = r["errors"]
+kinds = ", ".join(f"{k} {e[k]}" for k in ("connect", "timeout", "io", "status_429", "status_503") if e[k])
+print(f"throughput {r['rps']:.0f} req/s, p99 {r['latency_ms']['p99']:.1f} ms, errors {e['total']}" + (f" ({kinds})" if kinds else ""))
 print("requests per node: " + " / ".join(f"{s:,}" for s in shares) + f"; max deviation from the mean {dev:.2f} %")
 PY
 

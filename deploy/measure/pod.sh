@@ -5,7 +5,8 @@
 # targets break: p99 < 500 ms and the service's own p99 ≤ 15 ms), with the pod's CPU and RSS at
 # each step. Prints a table and the `rps,mean_ms,p99_ms` curve for deploy/hpa/pod.csv.
 #
-#   flock /tmp/phalanx-load.lock deploy/measure/pod.sh [RATE ...]
+#   cargo build --release --example demo --example loadtest   # outside the lock
+#   NO_BUILD=1 flock /tmp/phalanx-load.lock deploy/measure/pod.sh [RATE ...]
 #
 # Ports: PORT_BASE (default 17500): demo on +1, private redis-server on +10. PostgreSQL: the
 # local server, database phalanx_scale (created if missing).
@@ -19,7 +20,7 @@ STEP_S=${STEP_S:-20}
 RATES=("$@")
 ((${#RATES[@]})) || RATES=(1000 2000 4000 6000 8000 10000 12000 14000)
 
-cargo build -q --release --example demo --example loadtest
+[[ -n ${NO_BUILD:-} ]] || cargo build -q --release --example demo --example loadtest
 BIN=target/release/examples
 work=$(mktemp -d)
 pids=()
@@ -43,18 +44,18 @@ start_demo() {
         sleep 0.02
     done
     t1=$(date +%s.%N)
-    python3 -c "print(f'{$t1 - $t0:.2f}')"
+    START_S=$(python3 -c "print(f'{$t1 - $t0:.2f}')")
 }
 
 stop_demo() { kill -TERM "$DEMO_PID"; wait "$DEMO_PID" 2>/dev/null || true; }
 
 # The first start migrates and seeds an empty database; later starts are what a new replica sees.
-first=$(start_demo); stop_demo
+start_demo; first=$START_S; stop_demo
 starts=()
-for _ in 1 2 3; do starts+=("$(start_demo)"); stop_demo; done
+for _ in 1 2 3; do start_demo; starts+=("$START_S"); stop_demo; done
 echo "start-to-ready: first start (migrate + seed) ${first} s; later starts ${starts[*]} s"
 
-start_demo >/dev/null
+start_demo
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$DEMO_PID/stat"; }
 rss_mb() { awk '/VmRSS/ {printf "%.0f", $2 / 1024}' "/proc/$DEMO_PID/status"; }
 hz=$(getconf CLK_TCK)
@@ -73,7 +74,9 @@ rate, c0, c1, s0, s1, hz, rss = sys.argv[2:]
 cores = (float(c1) - float(c0)) / float(hz) / (float(s1) - float(s0))
 l, s = r["latency_ms"], r["service_latency_ms"]
 ok = l["p99"] < 500 and s["p99"] <= 15 and r["errors"]["total"] <= 0.001 * max(r["requests"], 1)
-print(f"| {rate} | {r['rps']:.0f} | {l['avg']:.1f} | {l['p50']:.1f} | {l['p99']:.1f} | {s['p99']:.1f} | {r['errors']['total']} | {cores:.2f} | {rss} | {'yes' if ok else 'no'} |"
+e = r["errors"]
+kinds = ", ".join(f"{k} {e[k]}" for k in ("connect", "timeout", "io", "status_429", "status_503") if e[k])
+print(f"| {rate} | {r['rps']:.0f} | {l['avg']:.1f} | {l['p50']:.1f} | {l['p99']:.1f} | {s['p99']:.1f} | {e['total']}{' (' + kinds + ')' if kinds else ''} | {cores:.2f} | {rss} | {'yes' if ok else 'no'} |"
       f"\t{r['rps']:.0f},{l['avg']:.2f},{l['p99']:.2f}")
 PY
 )
