@@ -13,6 +13,7 @@
 #   PORT_BASE (17900)        demo, admin, Redis and PostgreSQL take PORT_BASE..PORT_BASE+3
 #   OUT (results/chaos)      where the JSON reports and the summary go
 #   LOADTEST_ARGS            extra arguments for every load generator run
+#   NO_REDIS=1               the demo without Redis (L1 only, in-process limiter): a baseline
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -56,19 +57,22 @@ start_redis() {
     log "redis did not start"; return 1
 }
 
-pg() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/pg.log" "$@" >/dev/null; }
+pg() { runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -l "$WORK/sock/pg.log" "$@" >/dev/null; }
 
 start_pg() {
     if [ ! -d "$WORK/pg" ]; then
+        mkdir -p "$WORK/pg" "$WORK/sock"
+        chown postgres "$WORK/pg" "$WORK/sock"
         runuser -u postgres -- "$PG_BIN/initdb" -D "$WORK/pg" -U postgres --auth=trust >/dev/null
     fi
-    pg -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
+    pg -o "-p $PG_PORT -k $WORK/sock -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
 }
 
 start_demo() {
-    BIND=$DEMO ADMIN_BIND=$ADMIN \
-        DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" \
-        REDIS_URL="redis://127.0.0.1:$REDIS_PORT" \
+    local redis=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+    [ -n "${NO_REDIS:-}" ] && redis=()
+    env BIND="$DEMO" ADMIN_BIND="$ADMIN" \
+        DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" "${redis[@]}" \
         "$BIN/demo" >"$WORK/demo.log" 2>&1 &
     DEMO_PID=$!
     for _ in $(seq 1 600); do
@@ -134,8 +138,11 @@ case_steady() {
     local open0 all0 open1 all1
     open0=$(decisions fail_open)
     all0=$(( $(decisions allowed) + $(decisions limited) + open0 + $(decisions fail_closed) ))
-    loadtest steady "$STEADY_USERS" 1s 20s 60s examples/loadtest/mix.toml
-    wait $! || true
+    loadtest steady "$STEADY_USERS" 1s 20s "${STEADY_DURATION:-60s}" examples/loadtest/mix.toml
+    local lt=$!
+    sleep 30
+    curl -s "http://$ADMIN/status" >"$OUT/steady-status.json" || true
+    wait "$lt" || true
     open1=$(decisions fail_open)
     all1=$(( $(decisions allowed) + $(decisions limited) + open1 + $(decisions fail_closed) ))
     say "steady ($STEADY_USERS users, think 1 s) | $(field steady '.rps | floor') req/s | avg $(field steady '.latency_ms.avg') ms | p99 $(field steady '.latency_ms.p99') ms | p99.9 $(field steady '.latency_ms.p999') ms | errors $(field steady '.errors.total') of $(field steady '.responses') | hits $(field steady '.cache_hit_ratio * 1000 | floor / 10') % | limiter fail-open $((open1 - open0)) of $((all1 - all0)) decisions"
@@ -178,7 +185,7 @@ case_pg_restart() {
     sleep 15
     pg -m fast -w stop
     sleep 10
-    pg -o "-p $PG_PORT -k $WORK -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
+    pg -o "-p $PG_PORT -k $WORK/sock -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
     local start recovered=never
     start=$(date +%s.%N)
     for _ in $(seq 1 300); do
