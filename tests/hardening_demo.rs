@@ -228,7 +228,14 @@ fn the_demo_binary_migrates_from_an_empty_directory_and_serves_safely() {
         get(public, path, "").assert_problem(404);
     }
     assert_eq!(get(admin, "/metrics", "").status, 200);
-    assert_eq!(get(admin, "/status", "").status, 200);
+    let status = get(admin, "/status", "");
+    assert_eq!(status.status, 200);
+    // The demo's [scaling] section puts the HPA recommendation in /status.
+    let report: serde_json::Value = serde_json::from_str(&status.body).expect("/status is JSON");
+    let scaling = &report["scaling_recommendations"];
+    assert_eq!(scaling["capacity_rps"].as_f64(), Some(1000.0), "{scaling}");
+    assert_eq!(scaling["target_rps"].as_f64(), Some(600.0), "{scaling}");
+    assert!(scaling["desired_replicas"].as_u64().is_some_and(|n| n >= 1), "{scaling}");
     assert_eq!(get(admin, "/upstream/control", "").status, 200);
     assert_eq!(get(public, "/healthz", "").status, 200);
 

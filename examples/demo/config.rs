@@ -65,6 +65,10 @@ pub(crate) struct DemoConfig {
     pub(crate) admission: BTreeMap<String, AdmissionConfig>,
     #[serde(default)]
     pub(crate) breaker: BreakerConfig,
+    /// `/status`'s `scaling_recommendations`: this pod's measured capacity and the HPA's
+    /// target (absent: no recommendation).
+    #[serde(default)]
+    pub(crate) scaling: Option<phalanx::metrics::ScalingConfig>,
     #[serde(default)]
     pub(crate) pools: PoolsConfig,
     #[serde(default)]

@@ -70,7 +70,10 @@ pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> R
         .fallback(extract::not_found)
         .method_not_allowed_fallback(extract::method_not_allowed);
 
-    let status = StatusReport::new(layers.metrics.stats(), layers.status.clone());
+    let mut status = StatusReport::new(layers.metrics.stats(), layers.status.clone());
+    if let Some(scaling) = config.scaling {
+        status = status.with_scaling(scaling).map_err(|e| e.to_string())?;
+    }
     let admin = Router::new()
         .route("/upstream/control", get(get_upstream_control).post(set_upstream_control))
         .route("/stats/writes", get(write_count))
