@@ -321,3 +321,131 @@ async fn main() {
         .await
         .expect("server");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::{any, get};
+    use http_body_util::BodyExt;
+
+    /// An origin on a free loopback port that echoes what it received as headers, answers with
+    /// hop-by-hop fields of its own, and has a route that never answers.
+    async fn origin() -> SocketAddr {
+        let app = Router::new()
+            .route(
+                "/echo",
+                any(|headers: HeaderMap, body: Bytes| async move {
+                    let mut seen: Vec<String> = headers.keys().map(|k| k.as_str().to_owned()).collect();
+                    seen.sort();
+                    Response::builder()
+                        .header("connection", "x-private")
+                        .header("x-private", "secret")
+                        .header("keep-alive", "timeout=5")
+                        .header("proxy-authenticate", "Basic")
+                        .header("x-seen", seen.join(","))
+                        .header("x-body-len", body.len().to_string())
+                        .body(Body::empty())
+                        .unwrap()
+                }),
+            )
+            .route("/hang", get(|| std::future::pending::<&'static str>()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        addr
+    }
+
+    fn upstream(addr: SocketAddr, max_request_bytes: u64, read_timeout: Duration) -> Upstream {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(500)));
+        Upstream {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            base: format!("http://{addr}").parse().unwrap(),
+            max_request_bytes,
+            read_timeout,
+        }
+    }
+
+    async fn text(response: Response<Body>) -> String {
+        String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn hop_by_hop_fields_and_those_connection_names_are_dropped() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "close, x-trace"),
+            ("x-trace", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic abc"),
+            ("host", "client.example"),
+            ("accept", "text/plain"),
+        ] {
+            headers.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+        }
+        let kept = end_to_end(&headers);
+        let names: Vec<&str> = kept.keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["accept"]);
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_fields_are_not_forwarded_either_way() {
+        let addr = origin().await;
+        let request = Request::post("/echo")
+            .header("connection", "x-hop")
+            .header("x-hop", "1")
+            .header("te", "trailers")
+            .header("proxy-authorization", "Basic abc")
+            .header("x-end", "1")
+            .body(Body::from("hello"))
+            .unwrap();
+        let response = forward(upstream(addr, 1024, Duration::from_secs(5)), request).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let seen = response.headers()["x-seen"].to_str().unwrap().to_owned();
+        assert!(seen.contains("x-end"), "{seen}");
+        for hop in ["x-hop", "te", "proxy-authorization"] {
+            assert!(!seen.split(',').any(|s| s == hop), "{hop} was forwarded: {seen}");
+        }
+        assert_eq!(response.headers()["x-body-len"], "5");
+        for hop in ["x-private", "keep-alive", "proxy-authenticate", "connection"] {
+            assert!(!response.headers().contains_key(hop), "{hop} reached the client");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_body_over_the_limit_is_413_declared_or_streamed() {
+        let addr = origin().await;
+        let declared =
+            Request::post("/echo").header("content-length", "2000").body(Body::from(vec![b'x'; 2000])).unwrap();
+        let response = forward(upstream(addr, 1024, Duration::from_secs(5)), declared).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+        let chunks = futures_util::stream::iter((0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 256]))));
+        let streamed = Request::post("/echo").body(Body::from_stream(chunks)).unwrap();
+        let response = forward(upstream(addr, 1024, Duration::from_secs(5)), streamed).await;
+        assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.headers()[header::CONTENT_TYPE], "application/problem+json");
+    }
+
+    #[tokio::test]
+    async fn a_silent_upstream_is_504_and_a_gone_one_502_without_its_address() {
+        let addr = origin().await;
+        let hang = Request::get("/hang").body(Body::empty()).unwrap();
+        let response = forward(upstream(addr, 1024, Duration::from_millis(200)), hang).await;
+        assert_eq!(response.status(), StatusCode::GATEWAY_TIMEOUT);
+
+        let gone = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap()
+        };
+        let request = Request::get("/echo").body(Body::empty()).unwrap();
+        let response = forward(upstream(gone, 1024, Duration::from_secs(2)), request).await;
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        let body = text(response).await;
+        assert!(!body.contains("127.0.0.1") && !body.contains(&gone.port().to_string()), "{body}");
+    }
+}

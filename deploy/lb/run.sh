@@ -35,9 +35,14 @@ other_pids+=($!)
 psql "$PG/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 ||
     psql "$PG/postgres" -qc "CREATE DATABASE $DB"
 
+# The nodes believe the balancer's X-Forwarded-For (it connects from 127.0.0.1), so the per-client
+# limit sees each simulated user's own address, as behind a real ingress.
+sed 's|^trusted_proxies = \[\]|trusted_proxies = ["127.0.0.1/32"]|' examples/demo/demo.toml >"$work/demo.toml"
+grep -q '^trusted_proxies = \["127.0.0.1/32"\]' "$work/demo.toml" || { echo "demo.toml: trusted_proxies not found" >&2; exit 1; }
+
 start_node() {
     local n=$1 port=$((PORT_BASE + $1))
-    BIND=127.0.0.1:$port DATABASE_URL=$PG/$DB REDIS_URL=redis://127.0.0.1:$REDIS_PORT RUST_LOG=warn \
+    PHALANX_CONFIG=$work/demo.toml ADMIN_BIND=127.0.0.1:$((port + 20)) BIND=127.0.0.1:$port DATABASE_URL=$PG/$DB REDIS_URL=redis://127.0.0.1:$REDIS_PORT RUST_LOG=warn \
         "$BIN/demo" >>"$work/node$n.log" 2>&1 &
     node_pid[$n]=$!
     until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz"; do
@@ -80,11 +85,11 @@ done
 
 # Requests a node answered on the API routes (not the balancer's health checks).
 served() {
-    curl -fs "http://127.0.0.1:$((PORT_BASE + $1))/metrics" |
+    curl -fs "http://127.0.0.1:$((PORT_BASE + $1 + 20))/metrics" |
         awk '/^http_server_request_duration_seconds_count/ && !/http_route="\/(metrics|readyz|healthz|status)"/ { s += $NF } END { printf "%d", s }'
 }
 load() {
-    "$BIN/loadtest" --users "$USERS" --think 1s --duration "$1" --warmup 3s --client-id-per-user \
+    "$BIN/loadtest" --users "$USERS" --think 1s --duration "$1" --warmup 3s \
         --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1 || true
 }
 

@@ -35,7 +35,7 @@ psql "$PG/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | gr
 start_demo() {
     local t0 t1
     t0=$(date +%s.%N)
-    BIND=127.0.0.1:$DEMO_PORT DATABASE_URL=$PG/$DB REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
+    ADMIN_BIND=127.0.0.1:$((DEMO_PORT + 1)) BIND=127.0.0.1:$DEMO_PORT DATABASE_URL=$PG/$DB REDIS_URL=redis://127.0.0.1:$REDIS_PORT \
         RUST_LOG=warn "$BIN/demo" >>"$work/demo.log" 2>&1 &
     DEMO_PID=$!
     pids+=("$DEMO_PID")
@@ -64,7 +64,7 @@ printf '%s\n' "| offered (req/s) | achieved (req/s) | avg (ms) | p50 | p99 | ser
 curve=()
 for rate in "${RATES[@]}"; do
     c0=$(cpu_ticks); s0=$(date +%s.%N)
-    "$BIN/loadtest" --users "$rate" --think 1s --duration "${STEP_S}s" --warmup 5s --client-id-per-user \
+    "$BIN/loadtest" --users "$rate" --think 1s --duration "${STEP_S}s" --warmup 5s \
         --json "$work/r.json" "http://127.0.0.1:$DEMO_PORT" >/dev/null 2>&1 || true
     c1=$(cpu_ticks); s1=$(date +%s.%N)
     line=$(python3 - "$work/r.json" "$rate" "$c0" "$c1" "$s0" "$s1" "$hz" "$(rss_mb)" <<'PY'
