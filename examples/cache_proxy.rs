@@ -348,7 +348,7 @@ mod tests {
                         .unwrap()
                 }),
             )
-            .route("/hang", get(|| std::future::pending::<&'static str>()));
+            .route("/hang", get(std::future::pending::<&'static str>));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
