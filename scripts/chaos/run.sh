@@ -148,33 +148,29 @@ case_steady() {
     say "steady ($STEADY_USERS users, think 1 s) | $(field steady '.rps | floor') req/s | avg $(field steady '.latency_ms.avg') ms | p99 $(field steady '.latency_ms.p99') ms | p99.9 $(field steady '.latency_ms.p999') ms | errors $(field steady '.errors.total') of $(field steady '.responses') | hits $(field steady '.cache_hit_ratio * 1000 | floor / 10') % | limiter fail-open $((open1 - open0)) of $((all1 - all0)) decisions"
 }
 
-case_redis_kill() {
-    log "redis-kill: $USERS users; Redis SIGKILLed when measurement starts, back after 20 s"
-    loadtest redis-kill "$USERS" 1s 15s 30s scripts/chaos/get.toml
+# redis_outage NAME STOP START LABEL: Redis stopped with STOP when measurement starts, brought
+# back with START after 20 s.
+redis_outage() {
+    local name=$1 stop=$2 start=$3 label=$4
+    log "$name: $USERS users; Redis stopped ($stop) when measurement starts, back ($start) after 20 s"
+    loadtest "$name" "$USERS" 1s 15s 30s scripts/chaos/get.toml
     local lt=$!
     sleep 15
-    kill -9 "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true
+    $stop
     sleep 20
-    start_redis
+    $start
     local back
     back=$(time_to_l2_reads)
     wait "$lt" || true
-    summary_line redis-kill "redis-kill (SIGKILL 20 s, window: outage + 10 s)" "L2 read again ${back} s after restart"
+    summary_line "$name" "$label" "L2 read again ${back} s after it is back"
 }
 
-case_redis_hang() {
-    log "redis-hang: $USERS users; Redis SIGSTOPped when measurement starts, SIGCONT after 20 s"
-    loadtest redis-hang "$USERS" 1s 15s 30s scripts/chaos/get.toml
-    local lt=$!
-    sleep 15
-    kill -STOP "$REDIS_PID"
-    sleep 20
-    kill -CONT "$REDIS_PID"
-    local back
-    back=$(time_to_l2_reads)
-    wait "$lt" || true
-    summary_line redis-hang "redis-hang (SIGSTOP 20 s, window: hang + 10 s)" "L2 read again ${back} s after SIGCONT"
-}
+redis_kill() { kill -9 "$REDIS_PID"; wait "$REDIS_PID" 2>/dev/null || true; }
+redis_stop() { kill -STOP "$REDIS_PID"; }
+redis_cont() { kill -CONT "$REDIS_PID"; }
+
+case_redis_kill() { redis_outage redis-kill redis_kill start_redis "redis-kill (SIGKILL 20 s, window: outage + 10 s)"; }
+case_redis_hang() { redis_outage redis-hang redis_stop redis_cont "redis-hang (SIGSTOP 20 s, window: hang + 10 s)"; }
 
 case_pg_restart() {
     log "pg-restart: $USERS readers and 20 writers; PostgreSQL stopped for 10 s when measurement starts"
