@@ -174,12 +174,15 @@ async fn two_nodes_on_one_redis_share_responses_and_purges() {
     let store = || -> HttpStore {
         TieredCache::builder().namespace(namespace.clone()).redis(RedisSettings::from_url(url.clone())).build().unwrap()
     };
-    let (a, b) = (node(store(), 1000), node(store(), 1000));
-    // Wait until both nodes use Redis: a response stored by A is found by B.
+    let store_a = store();
+    let (a, b) = (node(store_a.clone(), 1000), node(store(), 1000));
+    // Wait until both nodes use Redis: a response stored by A (its L2 write queued, then
+    // flushed) is found by B.
     let mut reachable = false;
     for attempt in 0..60 {
         let uri = format!("/items/{}", 1000 + attempt);
         fetch(&a.app, &uri, "warm-up").await;
+        store_a.flush().await;
         if x_cache(&fetch(&b.app, &uri, "warm-up").await) == "HIT" {
             reachable = true;
             break;
@@ -193,6 +196,7 @@ async fn two_nodes_on_one_redis_share_responses_and_purges() {
     b.handler_calls.store(0, Ordering::SeqCst);
 
     assert_eq!(x_cache(&fetch(&a.app, "/items/5", "c").await), "MISS");
+    store_a.flush().await;
     // Node B finds node A's response in L2.
     let from_l2 = fetch(&b.app, "/items/5", "c").await;
     assert_eq!(x_cache(&from_l2), "HIT");
