@@ -220,9 +220,10 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
 /// The one Redis deployment every layer uses: `REDIS_URL` as given (`redis://`, `rediss://`,
 /// `redis-cluster://`, `rediss-cluster://`), with `REDIS_TLS_CA_FILE` for a private CA.
 pub(crate) fn redis_settings(config: &DemoConfig) -> Option<RedisSettings> {
-    config.redis_url.as_ref().map(|url| RedisSettings {
-        tls_ca_file: config.redis_tls_ca_file.clone(),
-        ..RedisSettings::from_url(url.clone())
+    config.redis_url.as_ref().map(|url| {
+        let mut settings = RedisSettings::from_url(url.clone());
+        settings.tls_ca_file = config.redis_tls_ca_file.clone();
+        settings
     })
 }
 

@@ -13,7 +13,7 @@ type Node = TieredCache<String, String>;
 
 fn node(url: &str, ns: &str, id: &str) -> Node {
     TieredCache::builder()
-        .redis(RedisSettings { command_timeout_ms: 500, ..RedisSettings::from_url(url) })
+        .redis(RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(500)))
         .namespace(ns)
         .node_id(id)
         .l2_read_timeout(Duration::from_millis(200))

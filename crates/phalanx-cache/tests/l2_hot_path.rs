@@ -62,7 +62,7 @@ async fn an_l1_hit_makes_no_redis_call_and_an_l1_miss_exactly_one() {
     let admin = Pool::new(Config::from_url(&server.url()).unwrap(), None, None, None, 1).unwrap();
     admin.init().await.unwrap();
     let ns = unique_prefix("hot_path");
-    let settings = RedisSettings { command_timeout_ms: 500, ..RedisSettings::from_url(server.url()) };
+    let settings = RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(500));
     let node = |id: &str| -> TieredCache<String, String> {
         TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
     };
@@ -106,7 +106,7 @@ async fn an_http_hit_makes_no_redis_call() {
     let admin = Pool::new(Config::from_url(&server.url()).unwrap(), None, None, None, 1).unwrap();
     admin.init().await.unwrap();
     let store: HttpStore = TieredCache::builder()
-        .redis(RedisSettings { command_timeout_ms: 500, ..RedisSettings::from_url(server.url()) })
+        .redis(RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(500)))
         .namespace(unique_prefix("http_hot_path"))
         .build()
         .unwrap();

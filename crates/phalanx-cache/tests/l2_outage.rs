@@ -31,8 +31,8 @@ async fn hung_redis() -> u16 {
 #[tokio::test(start_paused = true)]
 async fn redis_timeouts_never_flush_or_shorten_l1_and_the_circuit_stops_the_waiting() {
     let port = hung_redis().await;
-    let settings =
-        RedisSettings { command_timeout_ms: 50, ..RedisSettings::from_url(format!("redis://127.0.0.1:{port}")) };
+    let settings = RedisSettings::from_url(format!("redis://127.0.0.1:{port}"))
+        .with_command_timeout(std::time::Duration::from_millis(50));
     let cache: TieredCache<String, String> = TieredCache::builder()
         .redis(settings)
         .namespace(unique_prefix("hung"))
@@ -83,7 +83,7 @@ async fn a_hung_redis_opens_the_circuit_at_once_keeps_l1_and_l2_returns_after() 
         return;
     };
     let cache: TieredCache<String, String> = TieredCache::builder()
-        .redis(RedisSettings { command_timeout_ms: 100, ..RedisSettings::from_url(server.url()) })
+        .redis(RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(100)))
         .namespace(unique_prefix("sigstop"))
         .l2_read_timeout(Duration::from_millis(20))
         .l2_circuit(3, Duration::from_millis(500))
@@ -136,7 +136,7 @@ async fn a_lost_subscription_drops_only_what_was_invalidated_meanwhile() {
         return;
     };
     let ns = unique_prefix("reconcile");
-    let settings = RedisSettings { command_timeout_ms: 500, ..RedisSettings::from_url(server.url()) };
+    let settings = RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(500));
     // Two handles with one node id: each ignores the other's messages as its own, so what
     // `writer` invalidates reaches `reader` only through the epoch kept in Redis, exactly as a
     // message lost while a subscription is down.
@@ -172,7 +172,7 @@ async fn an_invalidation_redis_could_not_take_is_sent_again_when_it_is_back() {
         return;
     };
     let ns = unique_prefix("replay");
-    let settings = RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(server.url()) };
+    let settings = RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(200));
     let node = |id: &str| -> TieredCache<String, String> {
         TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
     };

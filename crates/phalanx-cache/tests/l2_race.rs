@@ -91,7 +91,7 @@ async fn a_put_during_a_slow_get_leaves_the_new_version_to_the_next_read() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purge_on_another_node_during_a_load_refuses_the_l2_store() {
     let ns = unique_prefix("race_l2");
-    let settings = RedisSettings { command_timeout_ms: 500, ..RedisSettings::from_url(redis_url()) };
+    let settings = RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(500));
     let node = |id: &str| -> TieredCache<String, String> {
         TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
     };

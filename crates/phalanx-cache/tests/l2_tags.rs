@@ -34,7 +34,7 @@ async fn keys_of(admin: &Pool, ns: &str) -> Vec<String> {
 async fn setup(test: &str) -> Option<(TieredCache<String, String>, Pool, String)> {
     let ns = unique_prefix(test);
     let cache: TieredCache<String, String> = TieredCache::builder()
-        .redis(RedisSettings { command_timeout_ms: 2000, ..RedisSettings::from_url(redis_url()) })
+        .redis(RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(2000)))
         .namespace(ns.clone())
         .build()
         .unwrap();

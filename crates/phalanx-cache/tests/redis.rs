@@ -12,7 +12,7 @@ use phalanx_core::{
 type Node = TieredCache<String, String>;
 
 fn node(url: &str, namespace: &str, id: &str) -> Node {
-    let settings = RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(url) };
+    let settings = RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(200));
     TieredCache::builder().redis(settings).namespace(namespace).node_id(id).build().unwrap()
 }
 
@@ -152,7 +152,7 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
     let ns = unique_prefix("http_two_nodes");
     let store = |id: &str| -> HttpStore {
         TieredCache::builder()
-            .redis(RedisSettings { command_timeout_ms: 200, ..RedisSettings::from_url(redis_url()) })
+            .redis(RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(200)))
             .namespace(ns.clone())
             .node_id(id)
             .build()

@@ -5,10 +5,15 @@
 //! - [`priority`] and [`classify`]: [`Priority`] and [`Tier`], put into the request extensions
 //!   by [`ClassifyLayer`].
 //! - [`problem`]: RFC 9457 `application/problem+json` rejections, one helper for every layer.
-//! - [`body`]: [`LayerBody`], the response body of a layer that sometimes answers by itself.
+//! - [`config`]: [`ConfigError`] (every builder's error: the field and why) and [`Deps`] (what
+//!   `XLayer::from_config(&XConfig, &Deps)` takes besides the file: the meter, the Redis handle).
+//! - [`duration`]: the one duration format of every configuration (`"250ms"`, `"60s"`).
+//! - [`body`]: [`LayerBody`], the response body of a layer that sometimes answers by itself, and
+//!   [`GuardedBody`], a body that holds a guard until it is sent or dropped.
 //! - [`names`]: the instrument and attribute names of the one metrics vocabulary.
 //! - [`status`]: the registration API through which layers add sections to `/status`.
-//! - `redis` (feature `redis`): connection settings and bounded-time round trips.
+//! - `redis` (feature `redis`): the one shared [`redis::RedisHandle`] (a pool and a subscriber),
+//!   connection settings and bounded-time round trips.
 //! - `testing` (feature `testing`): real-service test support (skip or fail, private Redis).
 //!
 //! ```
@@ -30,6 +35,8 @@
 
 pub mod body;
 pub mod classify;
+pub mod config;
+pub mod duration;
 pub mod identity;
 pub mod names;
 pub mod priority;
@@ -40,8 +47,9 @@ pub mod status;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use body::LayerBody;
+pub use body::{BodyGuard, GuardedBody, LayerBody};
 pub use classify::{Classification, Classifier, ClassifierBuilder, ClassifyLayer, ClassifyService};
+pub use config::{ConfigError, Deps};
 pub use identity::{
     ClientKey, ClientKeyResolver, ClientKeyResolverBuilder, ForwardingHeader, KeySource, PeerAddr, Principal,
 };

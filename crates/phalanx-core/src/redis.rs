@@ -23,24 +23,28 @@ use fred::{
 /// ```toml
 /// url = "redis://127.0.0.1:6379"
 /// pool_size = 4
-/// command_timeout_ms = 20
-/// connect_timeout_ms = 500
+/// command_timeout = "20ms"
+/// connect_timeout = "500ms"
 /// # tls_ca_file = "/etc/redis/ca.pem"   # rediss:// with a private CA (feature `tls`)
 /// ```
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct RedisSettings {
     /// `redis://host:port/db`, `redis-cluster://host:port?node=host:port&…`, or their TLS forms
     /// `rediss://…` / `rediss-cluster://…`. Default: `redis://127.0.0.1:6379`.
     pub url: String,
     /// Connections in the pool. Default: 4.
     pub pool_size: usize,
-    /// Deadline of one command, in milliseconds. Default: 20.
-    pub command_timeout_ms: u64,
-    /// Deadline of a connection attempt, in milliseconds. Default: 500.
-    pub connect_timeout_ms: u64,
-    /// Longest wait between reconnection attempts, in milliseconds. Default: 2000.
-    pub reconnect_max_delay_ms: u32,
+    /// Deadline of one command. Default: `"20ms"`.
+    #[serde(with = "crate::duration")]
+    pub command_timeout: Duration,
+    /// Deadline of a connection attempt. Default: `"500ms"`.
+    #[serde(with = "crate::duration")]
+    pub connect_timeout: Duration,
+    /// Longest wait between reconnection attempts. Default: `"2s"`.
+    #[serde(with = "crate::duration")]
+    pub reconnect_max_delay: Duration,
     /// PEM file of the certificate authorities a TLS URL trusts, instead of the system's roots.
     /// Default: none (system roots). Needs feature `tls`.
     pub tls_ca_file: Option<std::path::PathBuf>,
@@ -51,9 +55,9 @@ impl Default for RedisSettings {
         RedisSettings {
             url: "redis://127.0.0.1:6379".into(),
             pool_size: 4,
-            command_timeout_ms: 20,
-            connect_timeout_ms: 500,
-            reconnect_max_delay_ms: 2000,
+            command_timeout: Duration::from_millis(20),
+            connect_timeout: Duration::from_millis(500),
+            reconnect_max_delay: Duration::from_secs(2),
             tls_ca_file: None,
         }
     }
@@ -65,9 +69,28 @@ impl RedisSettings {
         RedisSettings { url: url.into(), ..Self::default() }
     }
 
-    /// The deadline of one command.
-    pub fn command_timeout(&self) -> Duration {
-        Duration::from_millis(self.command_timeout_ms)
+    /// The same settings with this command deadline.
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+
+    /// The same settings with this connection-attempt deadline.
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// The same settings with `size` pooled connections.
+    pub fn with_pool_size(mut self, size: usize) -> Self {
+        self.pool_size = size;
+        self
+    }
+
+    /// The same settings trusting the certificate authorities in this PEM file.
+    pub fn with_tls_ca_file(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.tls_ca_file = Some(path.into());
+        self
     }
 
     /// A fred client builder with these settings: command and connect timeouts, fail-fast
@@ -87,8 +110,8 @@ impl RedisSettings {
             return Err(config_error("a TLS Redis URL needs phalanx-core's `tls` feature"));
         }
         let mut builder = Builder::from_config(config);
-        let command_timeout = self.command_timeout();
-        let connect_timeout = Duration::from_millis(self.connect_timeout_ms);
+        let command_timeout = self.command_timeout;
+        let connect_timeout = self.connect_timeout;
         builder
             .with_performance_config(|p| p.default_command_timeout = command_timeout)
             .with_connection_config(|c| {
@@ -98,7 +121,12 @@ impl RedisSettings {
                 // already fallen back, and a replay could apply it twice.
                 c.max_command_attempts = 1;
             })
-            .set_policy(ReconnectPolicy::new_exponential(0, 50, self.reconnect_max_delay_ms.max(50), 2));
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                50,
+                u32::try_from(self.reconnect_max_delay.as_millis()).unwrap_or(u32::MAX).max(50),
+                2,
+            ));
         Ok(builder)
     }
 
@@ -161,6 +189,96 @@ pub fn connect_in_background<C: ClientLike>(client: &C) {
     let _task = client.connect();
 }
 
+/// The one Redis connection set of a process: a pool for commands and one subscriber client
+/// for pub/sub, built from one [`RedisSettings`] (one server, a cluster, TLS or not) and shared by
+/// every layer that uses Redis (the L2 cache and its invalidations, the distributed rate limiter,
+/// the Redis extractor). Cheap to clone; clones share the connections.
+///
+/// [`RedisHandle::connect`] starts connecting in the background and returns at once, so a service
+/// starts while Redis is down and uses it from the moment it is up. Users of the handle never
+/// connect its clients themselves; they wait for or observe the connection
+/// (`ClientLike::wait_for_connect`, `EventInterface::reconnect_rx`).
+///
+/// ```no_run
+/// use phalanx_core::redis::{RedisHandle, RedisSettings};
+///
+/// # async fn run() -> Result<(), phalanx_core::ConfigError> {
+/// let redis = RedisHandle::connect(RedisSettings::from_url("redis://127.0.0.1:6379"))?;
+/// let deps = phalanx_core::Deps::new().redis(redis.clone());
+/// # let _ = deps;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisHandle {
+    inner: std::sync::Arc<HandleInner>,
+}
+
+struct HandleInner {
+    settings: RedisSettings,
+    pool: Pool,
+    subscriber: fred::clients::SubscriberClient,
+}
+
+impl std::fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHandle")
+            .field("url", &redacted(&self.inner.settings.url))
+            .field("pool_size", &self.inner.pool.size())
+            .finish()
+    }
+}
+
+impl RedisHandle {
+    /// Build the pool and the subscriber and start connecting both in the background.
+    pub fn connect(settings: RedisSettings) -> Result<Self, crate::ConfigError> {
+        let handle = Self::unconnected(settings)?;
+        connect_in_background(&handle.inner.pool);
+        connect_in_background(&handle.inner.subscriber);
+        Ok(handle)
+    }
+
+    /// Build the clients without connecting them (tests of what a layer does before Redis is up).
+    pub fn unconnected(settings: RedisSettings) -> Result<Self, crate::ConfigError> {
+        let invalid = |e: FredError| crate::ConfigError::new("redis.url", e.to_string());
+        let pool = settings.build_pool().map_err(invalid)?;
+        let subscriber = settings.builder().and_then(|b| b.build_subscriber_client()).map_err(invalid)?;
+        Ok(RedisHandle { inner: std::sync::Arc::new(HandleInner { settings, pool, subscriber }) })
+    }
+
+    /// The command pool.
+    pub fn pool(&self) -> &Pool {
+        &self.inner.pool
+    }
+
+    /// The pub/sub client (on a cluster it follows the slot map for sharded channels).
+    pub fn subscriber(&self) -> &fred::clients::SubscriberClient {
+        &self.inner.subscriber
+    }
+
+    /// The settings the handle was built from.
+    pub fn settings(&self) -> &RedisSettings {
+        &self.inner.settings
+    }
+
+    /// The deadline of one command.
+    pub fn command_timeout(&self) -> Duration {
+        self.inner.settings.command_timeout
+    }
+
+    /// Whether the handle talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        self.inner.settings.is_cluster()
+    }
+}
+
+/// The URL without its password, for logs and `Debug`.
+fn redacted(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://***{}", &url[at..]),
+        _ => url.to_owned(),
+    }
+}
+
 /// Why a bounded Redis round trip gave no answer.
 #[derive(Debug)]
 pub enum RedisFailure {
@@ -205,10 +323,25 @@ mod tests {
     #[test]
     fn settings_parse_and_build_a_pool() {
         let s: RedisSettings = serde_json::from_str(r#"{"url":"redis://127.0.0.1:6390","pool_size":2}"#).unwrap();
-        assert_eq!(s.command_timeout(), Duration::from_millis(20));
+        assert_eq!(s.command_timeout, Duration::from_millis(20));
+        let short: RedisSettings = serde_json::from_str(r#"{"command_timeout":"5ms"}"#).unwrap();
+        assert_eq!(short.command_timeout, Duration::from_millis(5));
         let pool = s.build_pool().unwrap();
         assert_eq!(pool.size(), 2);
         assert!(RedisSettings::from_url("not a url").build_pool().is_err());
+    }
+
+    #[test]
+    fn a_handle_shares_one_pool_and_one_subscriber_and_hides_the_password() {
+        let settings = RedisSettings::from_url("redis://:secret@127.0.0.1:6390").with_pool_size(3);
+        let handle = RedisHandle::unconnected(settings).unwrap();
+        let clone = handle.clone();
+        assert_eq!(clone.pool().size(), 3);
+        assert!(std::sync::Arc::ptr_eq(&handle.inner, &clone.inner));
+        let shown = format!("{handle:?}");
+        assert!(!shown.contains("secret") && shown.contains("127.0.0.1:6390"), "{shown}");
+        let e = RedisHandle::unconnected(RedisSettings::from_url("not a url")).unwrap_err();
+        assert_eq!(e.field(), "redis.url");
     }
 
     #[test]

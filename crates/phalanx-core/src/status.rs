@@ -1,7 +1,9 @@
 //! The registration API through which layers add sections to the `/status` report.
 //!
-//! A layer exposes something implementing [`StatusSource`]; the service registers it in a
-//! [`StatusRegistry`], which the metrics crate's `/status` handler reads.
+//! One way for every layer: each layer, cache and pool *is* a [`StatusSource`] (a cheap clone of
+//! its shared state), registered with `registry.register(layer.clone())` under its own section
+//! name, or with [`StatusRegistry::register_as`] under another (two caches in one service). The
+//! metrics crate's `/status` handler reads the registry.
 
 use std::sync::Arc;
 
@@ -78,6 +80,11 @@ impl StatusRegistry {
         sources.push(source);
     }
 
+    /// Add a section under `name` instead of the source's own (a second cache, a named pool).
+    pub fn register_as(&self, name: impl Into<String>, source: impl StatusSource) {
+        self.register(Renamed { name: name.into(), source });
+    }
+
     /// Every section's name and report, in registration order.
     pub fn sections(&self) -> Vec<(String, serde_json::Value)> {
         let sources: Vec<_> = self.sources.read().clone();
@@ -88,6 +95,23 @@ impl StatusRegistry {
     pub fn targets(&self) -> Vec<TargetCheck> {
         let sources: Vec<_> = self.sources.read().clone();
         sources.iter().flat_map(|s| s.targets()).collect()
+    }
+}
+
+struct Renamed<S> {
+    name: String,
+    source: S,
+}
+
+impl<S: StatusSource> StatusSource for Renamed<S> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn report(&self) -> serde_json::Value {
+        self.source.report()
+    }
+    fn targets(&self) -> Vec<TargetCheck> {
+        self.source.targets()
     }
 }
 
@@ -114,8 +138,10 @@ mod tests {
         reg.register(Fixed("cache", 0.5));
         reg.register(Fixed("pools", 0.9));
         reg.register(Fixed("cache", 0.9));
+        reg.register_as("row_cache", Fixed("cache", 0.95));
         let names: Vec<String> = reg.sections().into_iter().map(|(n, _)| n).collect();
-        assert_eq!(names, vec!["pools", "cache"]);
+        assert_eq!(names, vec!["pools", "cache", "row_cache"]);
+        assert_eq!(reg.sections()[2].1["value"], 0.95);
         assert!(reg.targets().iter().all(|t| t.met == Some(true)));
         assert_eq!(TargetCheck::below("avg", Some(250.0), 200.0).met, Some(false));
         assert_eq!(TargetCheck::below("avg", None, 200.0).met, None);

@@ -26,7 +26,7 @@ async fn the_pool_and_subscriber_work_on_a_cluster_and_survive_a_killed_master()
         skip("the_pool_and_subscriber_work_on_a_cluster", "redis-server/redis-cli not found or no cluster");
         return;
     };
-    let settings = RedisSettings { command_timeout_ms: 500, ..RedisSettings::from_url(cluster.url()) };
+    let settings = RedisSettings::from_url(cluster.url()).with_command_timeout(std::time::Duration::from_millis(500));
     assert!(settings.is_cluster());
     let pool = settings.build_pool().unwrap();
     connect_in_background(&pool);
@@ -88,12 +88,10 @@ async fn a_tls_server_is_reached_with_a_private_ca_and_refused_without_it() {
         return;
     };
     assert!(server.url().starts_with("rediss://"));
-    let settings = RedisSettings {
-        tls_ca_file: server.ca_file(),
-        command_timeout_ms: 1000,
-        connect_timeout_ms: 1000,
-        ..RedisSettings::from_url(server.url())
-    };
+    let mut settings = RedisSettings::from_url(server.url())
+        .with_command_timeout(std::time::Duration::from_secs(1))
+        .with_connect_timeout(std::time::Duration::from_secs(1));
+    settings.tls_ca_file = server.ca_file();
     let pool = settings.build_pool().unwrap();
     connect_in_background(&pool);
     pool.wait_for_connect().await.unwrap();
@@ -102,7 +100,7 @@ async fn a_tls_server_is_reached_with_a_private_ca_and_refused_without_it() {
     assert_eq!(v, "v");
 
     // Trusting only the system's roots, the private CA's certificate is refused.
-    let untrusted = RedisSettings { connect_timeout_ms: 500, ..RedisSettings::from_url(server.url()) };
+    let untrusted = RedisSettings::from_url(server.url()).with_connect_timeout(std::time::Duration::from_millis(500));
     let pool = untrusted.build_pool().unwrap();
     connect_in_background(&pool);
     let got: Result<Option<String>, _> = bounded(Duration::from_secs(1), pool.get("tls-key")).await;

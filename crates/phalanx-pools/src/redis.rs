@@ -81,9 +81,9 @@ impl Default for RedisPoolConfig {
             name: "redis".into(),
             url: s.url,
             pool_size: s.pool_size,
-            command_timeout_ms: s.command_timeout_ms,
-            connect_timeout_ms: s.connect_timeout_ms,
-            reconnect_max_delay_ms: s.reconnect_max_delay_ms,
+            command_timeout_ms: s.command_timeout.as_millis() as u64,
+            connect_timeout_ms: s.connect_timeout.as_millis() as u64,
+            reconnect_max_delay_ms: s.reconnect_max_delay.as_millis() as u32,
             acquire_timeout_ms: 100,
             retry_after_ms: 1000,
             fail_fast_when_unhealthy: true,
@@ -100,14 +100,13 @@ impl RedisPoolConfig {
     }
 
     fn settings(&self) -> RedisSettings {
-        RedisSettings {
-            url: self.url.clone(),
-            pool_size: self.pool_size,
-            command_timeout_ms: self.command_timeout_ms,
-            connect_timeout_ms: self.connect_timeout_ms,
-            reconnect_max_delay_ms: self.reconnect_max_delay_ms,
-            tls_ca_file: self.tls_ca_file.clone(),
-        }
+        let mut settings = RedisSettings::from_url(self.url.clone())
+            .with_pool_size(self.pool_size)
+            .with_command_timeout(Duration::from_millis(self.command_timeout_ms))
+            .with_connect_timeout(Duration::from_millis(self.connect_timeout_ms));
+        settings.reconnect_max_delay = Duration::from_millis(u64::from(self.reconnect_max_delay_ms));
+        settings.tls_ca_file = self.tls_ca_file.clone();
+        settings
     }
 
     fn validate(&self) -> Result<(), BuildError> {

@@ -19,7 +19,7 @@ use tower::{Layer, ServiceExt};
 
 /// A connected pool, or `None` after reporting the test skipped.
 async fn pool(test: &str, url: &str) -> Option<Pool> {
-    let settings = RedisSettings { command_timeout_ms: 5_000, ..RedisSettings::from_url(url) };
+    let settings = RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(5_000));
     let pool = settings.build_pool().unwrap();
     connect_in_background(&pool);
     match tokio::time::timeout(Duration::from_secs(3), pool.wait_for_connect()).await {
@@ -417,7 +417,8 @@ async fn two_nodes_share_quotas_on_a_redis_cluster() {
     let clock = Clock::manual(wall_clock());
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let settings = RedisSettings { command_timeout_ms: 2_000, ..RedisSettings::from_url(cluster.url()) };
+        let settings =
+            RedisSettings::from_url(cluster.url()).with_command_timeout(std::time::Duration::from_millis(2_000));
         let pool = settings.build_pool().unwrap();
         connect_in_background(&pool);
         pool.wait_for_connect().await.unwrap();

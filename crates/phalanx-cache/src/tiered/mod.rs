@@ -463,7 +463,7 @@ impl TieredCacheBuilder {
                     .builder()
                     .and_then(|b| b.build_subscriber_client())
                     .map_err(|e| ConfigError::new(format!("redis: {e}")))?;
-                let deadline = settings.command_timeout();
+                let deadline = settings.command_timeout;
                 let read_deadline = Duration::from_millis(config.l2_read_timeout_ms).min(deadline);
                 Some(L2::new(pool, subscriber, &config.namespace, deadline, read_deadline))
             }
