@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{
     error::BoxDynError,
     migrate::{Migration, MigrationSource, MigrationType, Migrator},
-    AnyPool, Row,
+    AnyPool, AssertSqlSafe, Row, SqlSafeStr,
 };
 
 /// A catalog item.
@@ -88,7 +88,7 @@ impl MigrationSource<'static> for Embedded {
             Ok(MIGRATIONS
                 .iter()
                 .map(|(version, description, sql)| {
-                    Migration::new(*version, (*description).into(), MigrationType::Simple, (*sql).into(), false)
+                    Migration::new(*version, (*description).into(), MigrationType::Simple, sql.into_sql_str(), false)
                 })
                 .collect())
         })
@@ -115,13 +115,15 @@ pub(crate) async fn seed(pool: &AnyPool, count: i64) -> Result<u64, sqlx::Error>
          SELECT n, 'item-' || CAST(n AS TEXT), 100 + (n * 7919) % 100000, (n * 31) % 1000, 1, {now} FROM seq",
         now = now_millis()
     );
-    let done = sqlx::query(&sql).execute(pool).await?;
+    let done = sqlx::query(AssertSqlSafe(sql)).execute(pool).await?;
     Ok(done.rows_affected())
 }
 
 pub(crate) async fn get_item(conn: &mut sqlx::AnyConnection, id: i64) -> Result<Option<Item>, sqlx::Error> {
-    let row =
-        sqlx::query(&format!("SELECT {COLUMNS} FROM items WHERE id = $1")).bind(id).fetch_optional(&mut *conn).await?;
+    let row = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM items WHERE id = $1")))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
     row.as_ref().map(item_from_row).transpose()
 }
 
@@ -130,7 +132,7 @@ pub(crate) async fn list_items(
     page: i64,
     per_page: i64,
 ) -> Result<Vec<Item>, sqlx::Error> {
-    let rows = sqlx::query(&format!("SELECT {COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2"))
+    let rows = sqlx::query(AssertSqlSafe(format!("SELECT {COLUMNS} FROM items WHERE id > $1 ORDER BY id LIMIT $2")))
         .bind((page - 1) * per_page)
         .bind(per_page)
         .fetch_all(&mut *conn)

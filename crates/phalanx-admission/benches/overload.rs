@@ -83,7 +83,7 @@ async fn run(name: &str, svc: Svc) {
     while start.elapsed() < RUN {
         tick.tick().await;
         for _ in 0..PER_MS {
-            let priority = if sent % 10 == 0 { Priority::Critical } else { Priority::Background };
+            let priority = if sent.is_multiple_of(10) { Priority::Critical } else { Priority::Background };
             sent += 1;
             let (svc, tally) = (svc.clone(), tally.clone());
             tasks.push(tokio::spawn(async move {

@@ -56,7 +56,7 @@ async fn at_twice_the_capacity_critical_succeeds_and_admitted_requests_stay_fast
     while start.elapsed() < RUN {
         tick.tick().await;
         for _ in 0..PER_MS {
-            let priority = if sent % 10 == 0 { Priority::Critical } else { Priority::Background };
+            let priority = if sent.is_multiple_of(10) { Priority::Critical } else { Priority::Background };
             sent += 1;
             let (svc, outcomes) = (svc.clone(), outcomes.clone());
             tasks.push(tokio::spawn(async move {
