@@ -29,6 +29,8 @@ use http::{header::HeaderName, Extensions, HeaderMap};
 use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
+use crate::ConfigError;
+
 /// The identity a request counts against, as a short printable string:
 /// `id:<header value>`, `key:<api-key digest>`, `principal:<name>`, `ip:<address>` or `anonymous`.
 ///
@@ -146,6 +148,7 @@ pub enum ForwardingHeader {
 /// ```
 #[derive(Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClientKeyConfig {
     /// Sources tried in order. Default: `["peer_ip"]`.
     pub sources: Vec<KeySource>,
@@ -192,23 +195,23 @@ impl fmt::Debug for ClientKeyConfig {
 impl ClientKeyConfig {
     /// Build the resolver; fails on an IPv6 prefix above 128, an empty source list, or an
     /// `api_key` source without a table of known keys.
-    pub fn build(self) -> Result<ClientKeyResolver, String> {
+    pub fn build(self) -> Result<ClientKeyResolver, ConfigError> {
         if self.ipv6_prefix > 128 {
-            return Err(format!("ipv6_prefix {} is above 128", self.ipv6_prefix));
+            return Err(ConfigError::new("ipv6_prefix", format!("{} is above 128", self.ipv6_prefix)));
         }
         if self.sources.is_empty() {
-            return Err("a client key resolver needs at least one source".into());
+            return Err(ConfigError::new("sources", "a client key resolver needs at least one source"));
         }
         if self.max_value_len == 0 {
-            return Err("max_value_len must be at least 1".into());
+            return Err(ConfigError::new("max_value_len", "must be at least 1"));
         }
         let api_key_source = self.sources.iter().any(|s| matches!(s, KeySource::ApiKey(_)));
         if api_key_source && self.api_keys.is_empty() {
             // Without a table every key would be accepted, and any client could mint one.
-            return Err("an api_key client key source needs the table of known keys (api_keys)".into());
+            return Err(ConfigError::new("api_keys", "an api_key source needs the table of known keys"));
         }
         if self.api_keys.iter().any(|k| k.is_empty()) {
-            return Err("an empty API key in api_keys".into());
+            return Err(ConfigError::new("api_keys", "an empty API key"));
         }
         let known = self.api_keys.iter().map(|k| api_key_digest(k)).collect();
         Ok(ClientKeyResolver { inner: Arc::new(Inner { config: self, known }) })
@@ -238,7 +241,7 @@ impl Default for ClientKeyResolver {
 #[derive(Debug, Clone)]
 pub struct ClientKeyResolverBuilder {
     config: ClientKeyConfig,
-    error: Option<String>,
+    error: Option<ConfigError>,
 }
 
 /// Forwarding headers hold at most this many hops that we look at; the rest is ignored so a
@@ -368,7 +371,7 @@ impl ClientKeyResolverBuilder {
     pub fn header(self, name: &str) -> Self {
         match HeaderName::try_from(name) {
             Ok(h) => self.source(KeySource::Header(h)),
-            Err(_) => self.fail(format!("invalid header name {name:?}")),
+            Err(_) => self.fail("sources", format!("invalid header name {name:?}")),
         }
     }
 
@@ -376,7 +379,7 @@ impl ClientKeyResolverBuilder {
     pub fn api_key(self, name: &str) -> Self {
         match HeaderName::try_from(name) {
             Ok(h) => self.source(KeySource::ApiKey(h)),
-            Err(_) => self.fail(format!("invalid header name {name:?}")),
+            Err(_) => self.fail("sources", format!("invalid header name {name:?}")),
         }
     }
 
@@ -400,7 +403,7 @@ impl ClientKeyResolverBuilder {
             let cidr = cidr.as_ref();
             match cidr.parse::<IpNet>().or_else(|_| cidr.parse::<IpAddr>().map(IpNet::from)) {
                 Ok(net) => self.config.trusted_proxies.push(net),
-                Err(_) => return self.fail(format!("invalid trusted proxy CIDR {cidr:?}")),
+                Err(_) => return self.fail("trusted_proxies", format!("invalid CIDR {cidr:?}")),
             }
         }
         self
@@ -434,13 +437,13 @@ impl ClientKeyResolverBuilder {
         self
     }
 
-    fn fail(mut self, msg: String) -> Self {
-        self.error.get_or_insert(msg);
+    fn fail(mut self, field: &'static str, reason: String) -> Self {
+        self.error.get_or_insert(ConfigError::new(field, reason));
         self
     }
 
     /// Build; fails on an invalid header name, CIDR or prefix, or with no source.
-    pub fn build(self) -> Result<ClientKeyResolver, String> {
+    pub fn build(self) -> Result<ClientKeyResolver, ConfigError> {
         match self.error {
             Some(e) => Err(e),
             None => self.config.build(),
@@ -683,12 +686,13 @@ mod tests {
 
     #[test]
     fn invalid_configuration_fails_at_build() {
-        assert!(ClientKeyResolver::builder().peer_ip().trusted_proxies(["10.0.0.0/33"]).build().is_err());
-        assert!(ClientKeyResolver::builder().build().is_err());
-        assert!(ClientKeyResolver::builder().header("bad header").build().is_err());
+        let field = |b: ClientKeyResolverBuilder| b.build().unwrap_err().field().to_owned();
+        assert_eq!(field(ClientKeyResolver::builder().peer_ip().trusted_proxies(["10.0.0.0/33"])), "trusted_proxies");
+        assert_eq!(field(ClientKeyResolver::builder()), "sources");
+        assert_eq!(field(ClientKeyResolver::builder().header("bad header")), "sources");
+        assert_eq!(field(ClientKeyResolver::builder().peer_ip().ipv6_prefix(129)), "ipv6_prefix");
         // An API-key source with no table would accept any key.
-        let err = ClientKeyResolver::builder().api_key("x-api-key").build().unwrap_err();
-        assert!(err.contains("api_keys"), "{err}");
+        assert_eq!(field(ClientKeyResolver::builder().api_key("x-api-key")), "api_keys");
         let cfg: ClientKeyConfig = serde_json::from_str(
             r#"{"sources":[{"api_key":"x-api-key"},"peer_ip"],"api_keys":["k-1"],"trusted_proxies":["10.0.0.0/8"],
                 "forwarding_header":"x-real-ip"}"#,

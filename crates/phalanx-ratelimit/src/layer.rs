@@ -150,7 +150,7 @@ impl RateLimitLayerBuilder {
     pub fn key_config(mut self, config: ClientKeyConfig) -> Self {
         match config.build() {
             Ok(resolver) => self.resolver = Some(resolver),
-            Err(e) => self.error = self.error.or(Some(BuildError::new(e))),
+            Err(e) => self.error = self.error.or(Some(BuildError::new(e.to_string()))),
         }
         self
     }
