@@ -16,13 +16,56 @@ pub fn services_required() -> bool {
     std::env::var("PHALANX_REQUIRE_SERVICES").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
-/// Report a missing service: panics when services are required, else prints a skip line.
+/// Report a missing service: panics when services are required, else says the test is skipped.
 /// Returns so the caller can `return` from the test.
+///
+/// The line goes straight to the terminal's stderr, past the test harness's output capture, so
+/// `cargo test` shows it next to the `ok` of a test that did not really run.
 pub fn skip(test: &str, why: impl std::fmt::Display) {
     if services_required() {
         panic!("{test}: required service unavailable: {why}");
     }
-    eprintln!("SKIPPED {test}: {why} (set PHALANX_REQUIRE_SERVICES=1 to fail instead)");
+    let line = format!("\nSKIPPED {test}: {why} (set PHALANX_REQUIRE_SERVICES=1 to fail instead)\n");
+    // Not `eprintln!`: the harness captures that and hides it for a passing test.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+}
+
+/// Whether the Redis server at `url` answers `PING`, over a plain TCP connection of its own: a
+/// test's reachability probe must not go through the client or pool under test.
+pub fn redis_reachable(url: &str) -> Result<(), String> {
+    let addr = socket_addr(url, 6379)?;
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map_err(|e| format!("{addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    let mut buf = [0u8; 64];
+    s.write_all(b"PING\r\n").map_err(|e| format!("{addr}: {e}"))?;
+    let n = s.read(&mut buf).map_err(|e| format!("{addr}: {e}"))?;
+    // A password-protected server answers -NOAUTH: it is there.
+    if buf[..n].starts_with(b"+PONG") || buf[..n].starts_with(b"-NOAUTH") {
+        Ok(())
+    } else {
+        Err(format!("{addr} is not a Redis server"))
+    }
+}
+
+/// Whether something accepts TCP connections at the host and port of the PostgreSQL `url`,
+/// probed without sqlx.
+pub fn postgres_reachable(url: &str) -> Result<(), String> {
+    let addr = socket_addr(url, 5432)?;
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).map(drop).map_err(|e| format!("{addr}: {e}"))
+}
+
+/// The first socket address of a `scheme://[user@]host[:port]/...` URL.
+fn socket_addr(url: &str, default_port: u16) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let with_port = if host_port.ends_with(']') || !host_port.contains(':') {
+        format!("{host_port}:{default_port}")
+    } else {
+        host_port.to_owned()
+    };
+    with_port.to_socket_addrs().map_err(|e| format!("{url}: {e}"))?.next().ok_or_else(|| format!("{url}: no address"))
 }
 
 /// `REDIS_URL`, or `redis://127.0.0.1:6379`.
@@ -571,6 +614,18 @@ fn ping(port: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn probes_read_host_and_port_from_urls() {
+        assert_eq!(socket_addr("redis://127.0.0.1", 6379).unwrap().port(), 6379);
+        assert_eq!(socket_addr("rediss://user:pw@127.0.0.1:7000/0", 6379).unwrap().port(), 7000);
+        assert_eq!(socket_addr("postgres://postgres@[::1]/test", 5432).unwrap().port(), 5432);
+        assert!(socket_addr("postgres://postgres@[::1]/test", 5432).unwrap().is_ipv6());
+        // Nothing listens on a port just freed: the probe says so rather than hanging.
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        assert!(redis_reachable(&format!("redis://127.0.0.1:{port}")).is_err());
+        assert!(postgres_reachable(&format!("postgres://127.0.0.1:{port}/test")).is_err());
+    }
 
     #[test]
     fn test_metrics_read_back_sums_gauges_and_histograms() {
