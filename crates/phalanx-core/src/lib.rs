@@ -1,36 +1,5 @@
-//! What every Phalanx layer shares.
-//!
-//! - [`identity`]: who is calling — a [`ClientKey`] from a header, an API key, a principal
-//!   set by an auth layer, or the peer IP (forwarding headers believed only from trusted proxies).
-//! - [`priority`] and [`classify`]: [`Priority`] and [`Tier`], put into the request extensions
-//!   by [`ClassifyLayer`].
-//! - [`problem`]: RFC 9457 `application/problem+json` rejections, one helper for every layer.
-//! - [`config`]: [`ConfigError`] (every builder's error: the field and why) and [`Deps`] (what
-//!   `XLayer::from_config(&XConfig, &Deps)` takes besides the file: the meter, the Redis handle).
-//! - [`duration`]: the one duration format of every configuration (`"250ms"`, `"60s"`).
-//! - [`body`]: [`LayerBody`], the response body of a layer that sometimes answers by itself, and
-//!   [`GuardedBody`], a body that holds a guard until it is sent or dropped.
-//! - [`names`]: the instrument and attribute names of the one metrics vocabulary.
-//! - [`status`]: the registration API through which layers add sections to `/status`.
-//! - `redis` (feature `redis`): the one shared [`redis::RedisHandle`] (a pool and a subscriber),
-//!   connection settings and bounded-time round trips.
-//! - `testing` (feature `testing`): real-service test support (skip or fail, private Redis).
-//!
-//! ```
-//! use axum::{routing::get, Router};
-//! use phalanx_core::{ClassifyLayer, Classifier, Priority, Tier};
-//!
-//! let classifier = Classifier::builder()
-//!     .priority_header("x-priority")
-//!     .route_priority("/admin/{*rest}", Priority::Critical)
-//!     .api_key_tier("x-api-key", "k-premium-1", Tier::Premium)
-//!     .build();
-//!
-//! let app: Router = Router::new()
-//!     .route("/", get(|| async { "hello" }))
-//!     .layer(ClassifyLayer::new(classifier));
-//! # let _ = app;
-//! ```
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 
 pub mod body;
@@ -42,9 +11,11 @@ pub mod names;
 pub mod priority;
 pub mod problem;
 #[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 pub mod status;
 #[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
 pub mod testing;
 
 pub use body::{BodyGuard, GuardedBody, LayerBody};
