@@ -62,7 +62,7 @@ fn test_config() -> String {
         text.replacen(line, &format!("{key} = {value}"), 1)
     };
     let text = replace(sample, "seed_items", "500");
-    let text = replace(text, "header_read_timeout_ms", "600");
+    let text = replace(text, "header_read_timeout", "\"600ms\"");
     replace(text, "max_connections", "12")
 }
 

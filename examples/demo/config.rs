@@ -49,15 +49,20 @@ pub(crate) struct DemoConfig {
     /// Listen backlog.
     pub(crate) backlog: u32,
     /// After SIGTERM/SIGINT `/readyz` answers 503 this long before the listener closes.
-    pub(crate) drain_delay_ms: u64,
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) drain_delay: Duration,
     /// In-flight requests get this long to finish after the listener closes.
-    pub(crate) shutdown_timeout_ms: u64,
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) shutdown_timeout: Duration,
     /// Per-request timeout of the whole stack.
-    pub(crate) request_timeout_ms: u64,
-    /// `max-age` of `GET /items/{id}` responses.
-    pub(crate) item_max_age_s: u32,
-    /// `max-age` of `GET /items` pages.
-    pub(crate) list_max_age_s: u32,
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) request_timeout: Duration,
+    /// `max-age` of `GET /items/{id}` responses (whole seconds).
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) item_max_age: Duration,
+    /// `max-age` of `GET /items` pages (whole seconds).
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) list_max_age: Duration,
     pub(crate) classify: ClassifyConfig,
     pub(crate) ratelimit: RateLimitConfig,
     pub(crate) cache: CacheConfig,
@@ -193,18 +198,6 @@ impl DemoConfig {
     /// The admin listener's limits: the public one's timeouts, few connections.
     pub(crate) fn admin_server(&self) -> ServerConfig {
         ServerConfig { max_connections: 64, ..self.server }
-    }
-
-    pub(crate) fn drain_delay(&self) -> Duration {
-        Duration::from_millis(self.drain_delay_ms)
-    }
-
-    pub(crate) fn shutdown_timeout(&self) -> Duration {
-        Duration::from_millis(self.shutdown_timeout_ms)
-    }
-
-    pub(crate) fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
     }
 }
 

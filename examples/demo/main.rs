@@ -47,7 +47,7 @@ async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error + Send 
         "phalanx demo listening"
     );
 
-    let drain_delay = config.drain_delay();
+    let drain_delay = config.drain_delay;
     let shutdown_state = state.clone();
     let (closing_tx, closing) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -66,7 +66,7 @@ async fn run(config: DemoConfig) -> Result<(), Box<dyn std::error::Error + Send 
         a.and(b)
     };
     // In-flight requests get `shutdown_timeout` once the listeners have closed, not more.
-    let timeout = config.shutdown_timeout();
+    let timeout = config.shutdown_timeout;
     let mut closed = closing.clone();
     let deadline = async move {
         let _ = closed.wait_for(|closed| *closed).await;

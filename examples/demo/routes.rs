@@ -91,13 +91,13 @@ pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> R
         .layer(PropagateRequestIdLayer::x_request_id())
         // A request body that trickles in, or a response body a client does not read, holds a
         // connection no longer than the request timeout.
-        .layer(RequestBodyTimeoutLayer::new(config.request_timeout()))
-        .layer(ResponseBodyTimeoutLayer::new(config.request_timeout()))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout()))
+        .layer(RequestBodyTimeoutLayer::new(config.request_timeout))
+        .layer(ResponseBodyTimeoutLayer::new(config.request_timeout))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout))
         .layer(CatchPanicLayer::custom(panic_problem))
         .layer(axum::middleware::map_response(strip_internal_headers));
     let admin_outer = ServiceBuilder::new()
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout()))
+        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, config.request_timeout))
         .layer(CatchPanicLayer::custom(panic_problem));
     Ok(Routers { public: public.layer(outer), admin: admin.layer(admin_outer) })
 }
@@ -130,9 +130,9 @@ fn not_found(id: i64) -> Response {
     problem(Problem::new(StatusCode::NOT_FOUND).with_detail(format!("no item {id}")))
 }
 
-fn cache_headers(res: &mut Response, max_age_s: u32, tag: &str, etag: Option<String>) {
+fn cache_headers(res: &mut Response, max_age: Duration, tag: &str, etag: Option<String>) {
     let headers = res.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={max_age_s}")) {
+    if let Ok(v) = HeaderValue::from_str(&format!("public, max-age={}", max_age.as_secs())) {
         headers.insert(header::CACHE_CONTROL, v);
     }
     if let Ok(v) = HeaderValue::from_str(tag) {
@@ -180,7 +180,7 @@ fn item_response(state: &AppState, item: Item) -> Response {
     let etag = format!("\"{}-{}\"", item.id, item.version);
     let tag = item_tag(item.id);
     let mut res = Json(item).into_response();
-    cache_headers(&mut res, state.item_max_age_s, &tag, Some(etag));
+    cache_headers(&mut res, state.item_max_age, &tag, Some(etag));
     res
 }
 
@@ -207,7 +207,7 @@ async fn list_items(State(state): State<AppState>, ApiQuery(page): ApiQuery<Page
         Ok(items) => {
             let mut res = Json(items).into_response();
             // Pages are not purged on writes: they may lag a write by up to their max-age.
-            cache_headers(&mut res, state.list_max_age_s, "items", None);
+            cache_headers(&mut res, state.list_max_age, "items", None);
             res
         }
         Err(e) => database_unavailable(e),

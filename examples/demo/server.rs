@@ -26,9 +26,11 @@ pub(crate) struct ServerConfig {
     /// A client must send a complete request head within this time, or the connection is
     /// closed. The same timer runs while an HTTP/1 keep-alive connection waits for its next
     /// request, so it is also the idle keep-alive timeout.
-    pub(crate) header_read_timeout_ms: u64,
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) header_read_timeout: Duration,
     /// HTTP/2: a connection that has not answered a keep-alive ping within this time is closed.
-    pub(crate) http2_keepalive_timeout_ms: u64,
+    #[serde(with = "phalanx::core::duration")]
+    pub(crate) http2_keepalive_timeout: Duration,
     /// Open connections beyond this are answered 503 (problem+json, `Retry-After`) and closed.
     pub(crate) max_connections: usize,
     /// Concurrent HTTP/2 streams per connection.
@@ -40,8 +42,8 @@ pub(crate) struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
-            header_read_timeout_ms: 10_000,
-            http2_keepalive_timeout_ms: 20_000,
+            header_read_timeout: Duration::from_secs(10),
+            http2_keepalive_timeout: Duration::from_secs(20),
             max_connections: 20_000,
             http2_max_streams: 256,
             max_header_bytes: 16 * 1024,
@@ -51,8 +53,10 @@ impl Default for ServerConfig {
 
 impl ServerConfig {
     pub(crate) fn validate(&self) -> Result<(), String> {
-        if self.header_read_timeout_ms == 0 || self.http2_keepalive_timeout_ms == 0 {
-            return Err("server timeouts must be at least 1 ms".into());
+        if self.header_read_timeout < Duration::from_millis(1)
+            || self.http2_keepalive_timeout < Duration::from_millis(1)
+        {
+            return Err("server timeouts must be at least 1ms".into());
         }
         if self.max_connections == 0 || self.max_connections > Semaphore::MAX_PERMITS {
             return Err(format!("server.max_connections {} is out of range", self.max_connections));
@@ -78,13 +82,13 @@ pub(crate) async fn serve(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms))
+        .header_read_timeout(config.header_read_timeout)
         .max_buf_size(config.max_header_bytes.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Duration::from_millis(config.http2_keepalive_timeout_ms / 2).max(Duration::from_millis(1)))
-        .keep_alive_timeout(Duration::from_millis(config.http2_keepalive_timeout_ms))
+        .keep_alive_interval((config.http2_keepalive_timeout / 2).max(Duration::from_millis(1)))
+        .keep_alive_timeout(config.http2_keepalive_timeout)
         .max_concurrent_streams(config.http2_max_streams)
         .max_header_list_size(u32::try_from(config.max_header_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
@@ -111,7 +115,7 @@ pub(crate) async fn serve(
         let builder = builder.clone();
         let app = app.clone();
         let mut shutdown = shutdown.clone();
-        let first_bytes_by = tokio::time::Instant::now() + Duration::from_millis(config.header_read_timeout_ms);
+        let first_bytes_by = tokio::time::Instant::now() + config.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             // hyper's timer starts only once the protocol is known: a client that sends nothing,

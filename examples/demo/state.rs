@@ -42,8 +42,8 @@ pub(crate) struct AppState {
     pub(crate) upstream_control: Option<UpstreamControl>,
     pub(crate) database_kind: &'static str,
     pub(crate) ready: Arc<AtomicBool>,
-    pub(crate) item_max_age_s: u32,
-    pub(crate) list_max_age_s: u32,
+    pub(crate) item_max_age: std::time::Duration,
+    pub(crate) list_max_age: std::time::Duration,
     pub(crate) writers: Writers,
     pub(crate) known_keys: KnownKeys,
 }
@@ -208,8 +208,8 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
         upstream_control,
         database_kind,
         ready: Arc::new(AtomicBool::new(true)),
-        item_max_age_s: config.item_max_age_s,
-        list_max_age_s: config.list_max_age_s,
+        item_max_age: config.item_max_age,
+        list_max_age: config.list_max_age,
         writers,
         known_keys: key_resolver,
     };

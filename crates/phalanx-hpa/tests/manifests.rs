@@ -37,12 +37,15 @@ fn configmap_toml() -> toml::Table {
     cm["data"]["phalanx.toml"].as_str().unwrap().parse().unwrap()
 }
 
-/// A value of the in-cluster configuration, or the demo's default where the ConfigMap leaves it out.
+/// A duration of the in-cluster configuration in milliseconds, or the demo's default where the
+/// ConfigMap leaves it out.
 fn config_ms(key: &str) -> i64 {
-    match configmap_toml().get(key).and_then(|v| v.as_integer()) {
+    let text = match configmap_toml().get(key).and_then(|v| v.as_str().map(str::to_owned)) {
         Some(v) => v,
-        None => demo_toml()[key].as_integer().unwrap(),
-    }
+        None => demo_toml()[key].as_str().unwrap_or_else(|| panic!("{key} is not a duration string")).to_owned(),
+    };
+    let duration = phalanx_core::duration::parse(&text).unwrap_or_else(|e| panic!("{key} = {text:?}: {e}"));
+    i64::try_from(duration.as_millis()).unwrap()
 }
 
 fn container() -> Value {
@@ -53,7 +56,7 @@ fn container() -> Value {
 fn grace_period_covers_drain_and_shutdown() {
     let deploy = yaml("deploy/k8s/deployment.yaml");
     let grace = int(&deploy, "spec.template.spec.terminationGracePeriodSeconds") * 1000;
-    let (drain, shutdown) = (config_ms("drain_delay_ms"), config_ms("shutdown_timeout_ms"));
+    let (drain, shutdown) = (config_ms("drain_delay"), config_ms("shutdown_timeout"));
     // SIGKILL must not come before the drain delay and the shutdown timeout are both over,
     // with a margin for the process to exit.
     assert!(grace >= drain + shutdown + 5_000, "grace {grace} ms < drain {drain} + shutdown {shutdown} + 5 s");
@@ -67,10 +70,10 @@ fn readiness_turns_off_before_the_listener_closes() {
     let failures = int(&c, "readinessProbe.failureThreshold");
     // /readyz is 503 from SIGTERM on; the kubelet sees it within period × failureThreshold,
     // the endpoints and the load balancer within about 2 s more. All before drain_delay ends.
-    let drain = config_ms("drain_delay_ms");
+    let drain = config_ms("drain_delay");
     assert!(
         (period * failures + 2) * 1000 <= drain,
-        "readiness {period} s × {failures} + 2 s propagation is longer than drain_delay_ms {drain}"
+        "readiness {period} s × {failures} + 2 s propagation is longer than drain_delay {drain} ms"
     );
     assert_eq!(at(&c, "livenessProbe.httpGet.path").as_str(), Some("/healthz"));
     // Liveness must not kill a pod that is draining: its window exceeds the shutdown.
