@@ -121,8 +121,8 @@ async fn main() {
         .permitted_calls_in_half_open(3)
         .wait_in_open(Duration::from_secs(5))
         .on_state_change(|t| println!("breaker '{}': {} -> {}", t.breaker, t.from, t.to))
-    .build()
-    .expect("valid breaker configuration");
+        .build()
+        .expect("valid breaker configuration");
 
     // The in-process upstream, unless UPSTREAM_URL names another.
     let upstream = Upstream::default();
