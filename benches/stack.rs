@@ -15,7 +15,7 @@ mod common;
 
 use axum::{http::header, routing::get, Router};
 use phalanx_admission::{AdmissionLayer, LimitConfig};
-use phalanx_breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer};
+use phalanx_breaker::CircuitBreakerLayer;
 use phalanx_cache::{CacheLayer, HttpStore, TieredCache};
 use phalanx_core::{Classifier, ClassifyLayer, ClientKeyResolver};
 use phalanx_metrics::{MetricsLayer, PrometheusExporter};
@@ -60,7 +60,7 @@ fn cache(exporter: &PrometheusExporter) -> CacheLayer {
 }
 
 fn breaker() -> CircuitBreakerLayer {
-    CircuitBreakerLayer::per_route(BreakerRegistry::new(BreakerConfig::default()))
+    CircuitBreakerLayer::builder().build().expect("the default breaker configuration is valid")
 }
 
 fn stacked(routes: Router, exporter: &PrometheusExporter) -> Router {

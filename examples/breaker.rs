@@ -32,7 +32,7 @@ use axum::{
     Json, Router,
 };
 use phalanx::{
-    breaker::{open_problem, BreakerConfig, BreakerMiddleware, BreakerRegistry, CallNotPermitted, CircuitBreakerLayer},
+    breaker::{open_problem, BreakerMiddleware, BreakerRegistry, CallNotPermitted, CircuitBreakerLayer},
     core::StatusSource,
 };
 use reqwest_middleware::ClientWithMiddleware;
@@ -112,19 +112,17 @@ async fn order(State(app): State<App>) -> StatusCode {
 
 #[tokio::main]
 async fn main() {
-    let breakers = BreakerRegistry::builder(
-        BreakerConfig::default()
-            .count_based_window(20)
-            .minimum_number_of_calls(10)
-            .failure_rate_threshold(50.0)
-            .slow_call_rate_threshold(80.0)
-            .slow_call_duration(Duration::from_millis(500))
-            .permitted_calls_in_half_open(3)
-            .wait_in_open(Duration::from_secs(5)),
-    )
-    .on_state_change(|t| println!("breaker '{}': {} -> {}", t.breaker, t.from, t.to))
-    .build()
-    .expect("valid breaker configuration");
+    let breakers = BreakerRegistry::builder()
+        .count_window(20)
+        .minimum_number_of_calls(10)
+        .failure_rate_threshold(0.5)
+        .slow_call_rate_threshold(0.8)
+        .slow_call_duration(Duration::from_millis(500))
+        .permitted_calls_in_half_open(3)
+        .wait_in_open(Duration::from_secs(5))
+        .on_state_change(|t| println!("breaker '{}': {} -> {}", t.breaker, t.from, t.to))
+        .build()
+        .expect("valid breaker configuration");
 
     // The in-process upstream, unless UPSTREAM_URL names another.
     let upstream = Upstream::default();

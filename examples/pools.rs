@@ -17,7 +17,7 @@ use axum::{
 };
 use fred::interfaces::KeysInterface;
 use phalanx::{
-    breaker::{BreakerConfig, BreakerRegistry},
+    breaker::BreakerRegistry,
     core::StatusSource,
     pools::{
         Db, DbPool, DbPoolConfig, Http, HttpClient, HttpClientConfig, PoolsStatus, Redis, RedisPool, RedisPoolConfig,
@@ -92,7 +92,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = DbPool::<sqlx::Any>::new(DbPoolConfig::from_url(db_url))?;
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let redis = RedisPool::new(RedisPoolConfig::from_url(redis_url))?;
-    let breakers = BreakerRegistry::new(BreakerConfig::default());
+    let breakers = BreakerRegistry::builder().build()?;
     let http_client = HttpClient::builder(HttpClientConfig::default()).breaker(breakers).build()?;
 
     let pools = PoolsStatus::new().with(db.clone()).with(redis.clone()).with(http_client.clone());

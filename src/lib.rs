@@ -9,7 +9,7 @@
 //! | `cache` | `phalanx-cache` | `TieredCache` (moka L1 + Redis L2) and the RFC 9111 `CacheLayer` |
 //! | `ratelimit` | `phalanx-ratelimit` | GCRA `RateLimitLayer`, in-process and on Redis |
 //! | `admission` | `phalanx-admission` | priority-aware adaptive concurrency limit and load shedding |
-//! | `breaker` | `phalanx-breaker` | circuit breaker: axum layer and reqwest middleware |
+//! | `breaker` | `phalanx-breaker` | circuit breaker: axum layer (`breaker-reqwest`: and reqwest middleware) |
 //! | `metrics` | `phalanx-metrics` | OpenTelemetry HTTP metrics, `/metrics`, `/status` |
 //! | `pools` | `phalanx-pools` | `Db`, `Redis` and `Http` extractors over instrumented pools |
 //!

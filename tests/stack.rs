@@ -14,7 +14,7 @@ use http::{header, Request, Response};
 use http_body_util::BodyExt;
 use phalanx::{
     admission::{AdmissionLayer, LimitConfig},
-    breaker::{BreakerConfig, BreakerRegistry, CircuitBreakerLayer},
+    breaker::CircuitBreakerLayer,
     cache::{CacheLayer, HttpStore, TieredCache},
     core::{redis::RedisSettings, Classifier, ClassifyLayer, ClientKeyResolver, Priority},
     metrics::{MetricsLayer, PrometheusExporter},
@@ -45,7 +45,6 @@ fn node(store: HttpStore, per_minute: u32) -> Node {
         .meter(meter.clone())
         .build()
         .unwrap();
-    let breakers = BreakerRegistry::new(BreakerConfig::default());
     let calls = handler_calls.clone();
     let slow = release_slow.clone();
     let routes = Router::new()
@@ -75,7 +74,7 @@ fn node(store: HttpStore, per_minute: u32) -> Node {
                 }
             }),
         )
-        .route_layer(CircuitBreakerLayer::per_route(breakers))
+        .route_layer(CircuitBreakerLayer::builder().build().unwrap())
         .route_layer(admission);
 
     let ratelimit = RateLimitLayer::builder()

@@ -161,7 +161,7 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     }
     status.register(admission_status);
 
-    let breakers = BreakerRegistry::new(config.breaker.clone());
+    let breakers = BreakerRegistry::from_config(&config.breaker, &phalanx::core::Deps::new())?;
     status.register(breakers.clone());
 
     sqlx::any::install_default_drivers();

@@ -53,11 +53,11 @@ impl Service<Request<()>> for Trivial {
 
 fn phalanx_breaker() -> CircuitBreaker {
     let config = BreakerConfig::default()
-        .count_based_window(100)
-        .minimum_number_of_calls(100)
-        .failure_rate_threshold(50.0)
-        .slow_call_duration(SLOW)
-        .wait_in_open(WAIT_IN_OPEN);
+        .with_count_window(100)
+        .with_minimum_number_of_calls(100)
+        .with_failure_rate_threshold(0.5)
+        .with_slow_call_duration(SLOW)
+        .with_wait_in_open(WAIT_IN_OPEN);
     CircuitBreaker::new("bench", config).unwrap()
 }
 

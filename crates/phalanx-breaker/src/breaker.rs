@@ -21,10 +21,11 @@ use std::{
 use bytes::Bytes;
 use http::HeaderValue;
 use parking_lot::{Mutex, RwLock};
+use phalanx_core::ConfigError;
 use tokio::time::Instant;
 
 use crate::{
-    config::{BreakerConfig, CallOutcome, CancelledAs, ConfigError},
+    config::{BreakerConfig, CallOutcome, CancelledAs},
     window::{Totals, Window},
 };
 
@@ -214,9 +215,9 @@ pub struct BreakerSnapshot {
     pub name: String,
     /// The current state.
     pub state: State,
-    /// Failure rate over the window in percent; `None` until it holds the minimum number of calls.
+    /// Failure rate over the window, a fraction; `None` until it holds the minimum number of calls.
     pub failure_rate: Option<f64>,
-    /// Slow-call rate over the window in percent; `None` until it holds the minimum number of calls.
+    /// Slow-call rate over the window, a fraction; `None` until it holds the minimum number of calls.
     pub slow_call_rate: Option<f64>,
     /// Calls in the window (in half-open: probes finished so far).
     pub buffered_calls: u32,
@@ -235,7 +236,7 @@ pub struct BreakerSnapshot {
 /// ```
 /// use phalanx_breaker::{BreakerConfig, CallOutcome, CircuitBreaker, State};
 ///
-/// let breaker = CircuitBreaker::new("inventory", BreakerConfig::default().minimum_number_of_calls(2)).unwrap();
+/// let breaker = CircuitBreaker::new("inventory", BreakerConfig::default().with_minimum_number_of_calls(2)).unwrap();
 /// for _ in 0..2 {
 ///     breaker.try_acquire().unwrap().record(CallOutcome::Failure);
 /// }
@@ -284,11 +285,16 @@ impl CircuitBreaker {
     /// A breaker in the closed state; fails if the configuration is invalid.
     pub fn new(name: impl Into<Arc<str>>, config: BreakerConfig) -> Result<Self, ConfigError> {
         config.validate()?;
+        Ok(Self::from_validated(name, config))
+    }
+
+    /// A breaker in the closed state; `config` has been validated.
+    pub(crate) fn from_validated(name: impl Into<Arc<str>>, config: BreakerConfig) -> Self {
         let name = name.into();
         let epoch = Instant::now();
         let seed = Arc::as_ptr(&name) as *const u8 as u64
             ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
-        Ok(CircuitBreaker {
+        CircuitBreaker {
             shared: Arc::new(Shared {
                 minimum_calls: config.effective_minimum_calls(),
                 probes: config.permitted_calls_in_half_open,
@@ -298,7 +304,7 @@ impl CircuitBreaker {
                 rejected: AtomicU64::new(0),
                 rng: AtomicU64::new(seed),
                 inner: Mutex::new(Inner {
-                    window: Window::new(config.sliding_window_type, config.sliding_window_size),
+                    window: Window::new(config.sliding_window),
                     half_open: Totals::default(),
                     consecutive_opens: 0,
                     finished: [0; 5],
@@ -308,7 +314,7 @@ impl CircuitBreaker {
                 name,
                 config,
             }),
-        })
+        }
     }
 
     /// The breaker's name (a route template or an upstream `host:port`).
@@ -545,11 +551,9 @@ impl CircuitBreaker {
                 inner.half_open = Totals::default();
                 probes = shared.probes;
                 // While half-open, `open_until` holds the deadline for hung probes.
-                let max_wait = shared.config.max_wait_in_half_open;
-                let deadline = if max_wait.is_zero() {
-                    u64::MAX
-                } else {
-                    self.now_nanos().saturating_add(max_wait.as_nanos() as u64)
+                let deadline = match shared.config.max_wait_in_half_open {
+                    None => u64::MAX,
+                    Some(max_wait) => self.now_nanos().saturating_add(max_wait.as_nanos() as u64),
                 };
                 shared.open_until.store(deadline, Ordering::Release);
             }

@@ -16,14 +16,21 @@ use crate::{breaker::CircuitBreaker, registry::BreakerRegistry};
 /// breaker's status rule (5xx fails, 4xx does not, by default). The call's duration ends at
 /// the response headers.
 ///
+/// Needs the crate feature `reqwest`.
+///
 /// ```
+/// use std::time::Duration;
 /// use phalanx_breaker::{BreakerConfig, BreakerMiddleware, BreakerRegistry};
 ///
-/// let registry = BreakerRegistry::new(BreakerConfig::default());
+/// let registry = BreakerRegistry::builder()
+///     .wait_in_open(Duration::from_secs(5))
+///     .config_for("payments.internal:443", BreakerConfig::default().with_failure_rate_threshold(0.25))
+///     .build()?;
 /// let client = reqwest_middleware::ClientBuilder::new(reqwest::Client::new())
 ///     .with(BreakerMiddleware::new(registry.clone()))
 ///     .build();
 /// # let _ = client;
+/// # Ok::<(), phalanx_core::ConfigError>(())
 /// ```
 #[derive(Clone, Debug)]
 pub struct BreakerMiddleware {
@@ -47,7 +54,7 @@ impl BreakerMiddleware {
     }
 }
 
-/// `host:port` of a URL (the scheme's default port when none is given).
+/// `host:port` of a URL, the name of its breaker in the registry (the scheme's default port when none is given).
 pub fn upstream_key(url: &reqwest::Url) -> String {
     let host = url.host_str().unwrap_or("");
     match url.port_or_known_default() {

@@ -2,71 +2,77 @@
 
 use std::{collections::HashMap, fmt, sync::Arc};
 
-use opentelemetry::{metrics::Meter, KeyValue};
 use parking_lot::RwLock;
-use phalanx_core::{
-    names::{self, attr},
-    StatusSource, TargetCheck,
-};
+use phalanx_core::{ConfigError, Deps};
 
 use crate::{
-    breaker::{BreakerSnapshot, CircuitBreaker, Listener, OutcomeLabel, StateTransition},
-    config::{BreakerConfig, ConfigError},
+    breaker::{BreakerSnapshot, CircuitBreaker, Listener},
+    builder::BreakerRegistryBuilder,
+    config::BreakerConfig,
+    metrics::Instruments,
 };
 
 /// A registry of named circuit breakers sharing a default configuration, with per-name
 /// overrides. Cheap to clone; clones share the breakers.
 ///
-/// Names must come from a bounded set (route templates, upstream `host:port`), never raw
-/// paths: each name is a breaker for the life of the registry and a metrics series.
+/// Names must come from a bounded set (route templates, upstream `host:port`, dependency
+/// names), never raw paths: each name is a breaker for the life of the registry and a metrics
+/// series.
 ///
 /// It records `phalanx.breaker.state{breaker}` and `phalanx.breaker.calls{breaker,outcome}`
 /// as observable instruments read at collection time, so a call costs no metrics work, and
-/// it is the `breakers` section of `/status` ([`StatusSource`]).
+/// it is the `breakers` section of `/status` ([`phalanx_core::StatusSource`]):
+/// `status.register(registry.clone())`.
+///
+/// ```
+/// use phalanx_breaker::{BreakerConfig, BreakerRegistry, State};
+///
+/// // In code:
+/// let registry = BreakerRegistry::builder()
+///     .count_window(20)
+///     .minimum_number_of_calls(10)
+///     .config_for("payments", BreakerConfig::default().with_failure_rate_threshold(0.25))
+///     .build()?;
+/// assert_eq!(registry.get_or_create("payments").state(), State::Closed);
+///
+/// // From a TOML section:
+/// let config: BreakerConfig = toml::from_str(r#"wait_in_open = "5s""#).unwrap();
+/// let registry = BreakerRegistry::from_config(&config, &phalanx_core::Deps::new())?;
+/// # let _ = registry;
+/// # Ok::<(), phalanx_core::ConfigError>(())
+/// ```
 #[derive(Clone)]
 pub struct BreakerRegistry {
-    inner: Arc<RegistryInner>,
+    pub(crate) inner: Arc<RegistryInner>,
 }
 
-struct RegistryInner {
-    default: BreakerConfig,
-    overrides: HashMap<String, BreakerConfig>,
-    breakers: RwLock<HashMap<Arc<str>, CircuitBreaker, foldhash::quality::RandomState>>,
-    listeners: Vec<Listener>,
+pub(crate) struct RegistryInner {
+    pub(crate) default: BreakerConfig,
+    pub(crate) overrides: HashMap<String, BreakerConfig>,
+    pub(crate) breakers: RwLock<HashMap<Arc<str>, CircuitBreaker, foldhash::quality::RandomState>>,
+    pub(crate) listeners: Vec<Listener>,
     /// Keeps the observable instruments registered while the registry lives.
-    _instruments: Option<Instruments>,
-}
-
-struct Instruments {
-    _state: opentelemetry::metrics::ObservableGauge<u64>,
-    _calls: opentelemetry::metrics::ObservableCounter<u64>,
+    pub(crate) _instruments: Option<Instruments>,
 }
 
 impl fmt::Debug for BreakerRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<Arc<str>> = self.inner.breakers.read().keys().cloned().collect();
-        f.debug_struct("BreakerRegistry").field("breakers", &names).finish()
+        f.debug_struct("BreakerRegistry").field("breakers", &names).finish_non_exhaustive()
     }
 }
 
 impl BreakerRegistry {
-    /// A registry whose breakers use `config`, recording through
-    /// [`phalanx_core::default_meter`].
-    ///
-    /// # Panics
-    ///
-    /// If `config` is invalid (see [`BreakerConfig::validate`]); use
-    /// [`BreakerRegistry::builder`] to get the error instead.
-    pub fn new(config: BreakerConfig) -> Self {
-        match Self::builder(config).build() {
-            Ok(registry) => registry,
-            Err(err) => panic!("{err}"),
-        }
+    /// A builder: the default configuration (field by field or whole), per-name
+    /// configurations, a meter, state-change listeners.
+    pub fn builder() -> BreakerRegistryBuilder {
+        BreakerRegistryBuilder::new()
     }
 
-    /// A builder: per-name configuration, a meter, state-change listeners.
-    pub fn builder(config: BreakerConfig) -> BreakerRegistryBuilder {
-        BreakerRegistryBuilder { default: config, overrides: HashMap::new(), meter: None, listeners: Vec::new() }
+    /// A registry whose breakers use `config`, recording through the meter of `deps` (or
+    /// [`phalanx_core::default_meter`]); fails if `config` is invalid.
+    pub fn from_config(config: &BreakerConfig, deps: &Deps) -> Result<Self, ConfigError> {
+        Self::builder().config(config.clone()).meter(deps.meter_or_default()).build()
     }
 
     /// The breaker of this name, made with its configuration on first use.
@@ -79,8 +85,7 @@ impl BreakerRegistry {
             return breaker.clone();
         }
         let config = self.inner.overrides.get(name).unwrap_or(&self.inner.default).clone();
-        let breaker =
-            CircuitBreaker::new(name, config).expect("configurations are validated when the registry is built");
+        let breaker = CircuitBreaker::from_validated(name, config);
         for listener in &self.inner.listeners {
             breaker.add_listener(listener.clone());
         }
@@ -109,133 +114,9 @@ impl BreakerRegistry {
     pub fn default_config(&self) -> &BreakerConfig {
         &self.inner.default
     }
-}
 
-/// Builds a [`BreakerRegistry`].
-pub struct BreakerRegistryBuilder {
-    default: BreakerConfig,
-    overrides: HashMap<String, BreakerConfig>,
-    meter: Option<Meter>,
-    listeners: Vec<Listener>,
-}
-
-impl fmt::Debug for BreakerRegistryBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BreakerRegistryBuilder")
-            .field("default", &self.default)
-            .field("overrides", &self.overrides)
-            .finish_non_exhaustive()
-    }
-}
-
-impl BreakerRegistryBuilder {
-    /// Use `config` for the breaker called `name` (a route template or `host:port`).
-    pub fn config_for(mut self, name: impl Into<String>, config: BreakerConfig) -> Self {
-        self.overrides.insert(name.into(), config);
-        self
-    }
-
-    /// Record through this meter instead of [`phalanx_core::default_meter`].
-    pub fn meter(mut self, meter: Meter) -> Self {
-        self.meter = Some(meter);
-        self
-    }
-
-    /// Call `listener` on every state change of every breaker of the registry.
-    pub fn on_state_change(mut self, listener: impl Fn(&StateTransition) + Send + Sync + 'static) -> Self {
-        self.listeners.push(Arc::new(listener));
-        self
-    }
-
-    /// The registry; fails if any configuration is invalid.
-    pub fn build(self) -> Result<BreakerRegistry, ConfigError> {
-        self.default.validate()?;
-        for (name, config) in &self.overrides {
-            config.validate().map_err(|e| ConfigError::new(format!("breaker '{name}': {e}")))?;
-        }
-        let meter = self.meter.unwrap_or_else(phalanx_core::default_meter);
-        let inner = Arc::new_cyclic(|weak: &std::sync::Weak<RegistryInner>| {
-            let instruments = register_instruments(&meter, weak.clone());
-            RegistryInner {
-                default: self.default,
-                overrides: self.overrides,
-                breakers: RwLock::new(HashMap::default()),
-                listeners: self.listeners,
-                _instruments: Some(instruments),
-            }
-        });
-        Ok(BreakerRegistry { inner })
-    }
-}
-
-fn register_instruments(meter: &Meter, registry: std::sync::Weak<RegistryInner>) -> Instruments {
-    let for_state = registry.clone();
-    let state = meter
-        .u64_observable_gauge(names::BREAKER_STATE)
-        .with_description("Circuit breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled")
-        .with_callback(move |observer| {
-            let Some(inner) = for_state.upgrade() else { return };
-            let breakers: Vec<CircuitBreaker> = inner.breakers.read().values().cloned().collect();
-            for breaker in breakers {
-                observer
-                    .observe(breaker.state().as_gauge(), &[KeyValue::new(attr::BREAKER, breaker.name().to_owned())]);
-            }
-        })
-        .build();
-    let calls = meter
-        .u64_observable_counter(names::BREAKER_CALLS)
-        .with_description("Calls through a circuit breaker by outcome")
-        .with_callback(move |observer| {
-            let Some(inner) = registry.upgrade() else { return };
-            let breakers: Vec<CircuitBreaker> = inner.breakers.read().values().cloned().collect();
-            for breaker in breakers {
-                let counts = breaker.call_counts();
-                for label in OutcomeLabel::ALL {
-                    observer.observe(
-                        counts.get(label),
-                        &[
-                            KeyValue::new(attr::BREAKER, breaker.name().to_owned()),
-                            KeyValue::new(attr::OUTCOME, label.as_str()),
-                        ],
-                    );
-                }
-            }
-        })
-        .build();
-    Instruments { _state: state, _calls: calls }
-}
-
-impl StatusSource for BreakerRegistry {
-    fn name(&self) -> &str {
-        "breakers"
-    }
-
-    fn report(&self) -> serde_json::Value {
-        let mut report = serde_json::Map::new();
-        for snapshot in self.snapshots() {
-            let value = serde_json::json!({
-                "state": snapshot.state,
-                "failure_rate": snapshot.failure_rate,
-                "slow_call_rate": snapshot.slow_call_rate,
-                "buffered_calls": snapshot.buffered_calls,
-                "failed_calls": snapshot.failed_calls,
-                "slow_calls": snapshot.slow_calls,
-                "retry_after_ms": snapshot.retry_after.map(|d| d.as_millis() as u64),
-                "calls": snapshot.calls,
-            });
-            report.insert(snapshot.name.to_string(), value);
-        }
-        serde_json::Value::Object(report)
-    }
-
-    fn targets(&self) -> Vec<TargetCheck> {
-        // A breaker that is not closed is a dependency in trouble: report it as a target missed.
-        self.snapshots()
-            .into_iter()
-            .map(|s| {
-                let not_closed = f64::from(u8::from(!matches!(s.state, crate::State::Closed | crate::State::Disabled)));
-                TargetCheck::at_most(format!("breaker_open:{}", s.name), Some(not_closed), 0.0)
-            })
-            .collect()
+    /// The configuration a breaker of this name gets: its own, or the default.
+    pub fn config_of(&self, name: &str) -> &BreakerConfig {
+        self.inner.overrides.get(name).unwrap_or(&self.inner.default)
     }
 }

@@ -4,7 +4,7 @@
 //! (the oldest call of a count-based window, the buckets older than N seconds of a time-based
 //! one), so judging the rates never walks the window.
 
-use crate::config::WindowType;
+use crate::config::SlidingWindow;
 
 /// Calls, failures and slow calls in the window.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -27,22 +27,22 @@ impl Totals {
         self.slow -= other.slow;
     }
 
-    /// Failure rate in percent.
+    /// Failure rate, a fraction.
     pub(crate) fn failure_rate(&self) -> f64 {
-        percent(self.failed, self.calls)
+        fraction(self.failed, self.calls)
     }
 
-    /// Slow-call rate in percent.
+    /// Slow-call rate, a fraction.
     pub(crate) fn slow_rate(&self) -> f64 {
-        percent(self.slow, self.calls)
+        fraction(self.slow, self.calls)
     }
 }
 
-fn percent(part: u32, whole: u32) -> f64 {
+fn fraction(part: u32, whole: u32) -> f64 {
     if whole == 0 {
         0.0
     } else {
-        f64::from(part) * 100.0 / f64::from(whole)
+        f64::from(part) / f64::from(whole)
     }
 }
 
@@ -61,14 +61,15 @@ pub(crate) struct Bucket {
 }
 
 impl Window {
-    pub(crate) fn new(kind: WindowType, size: u32) -> Self {
-        let size = size.max(1) as usize;
+    /// A window of this kind; a time-based one gets a bucket per whole second.
+    pub(crate) fn new(kind: SlidingWindow) -> Self {
         match kind {
-            WindowType::CountBased => {
+            SlidingWindow::Count(calls) => {
+                let size = calls.max(1) as usize;
                 Window::Count { slots: vec![0; size].into_boxed_slice(), next: 0, filled: 0, totals: Totals::default() }
             }
-            WindowType::TimeBased => Window::Time {
-                buckets: vec![Bucket::default(); size].into_boxed_slice(),
+            SlidingWindow::Time(window) => Window::Time {
+                buckets: vec![Bucket::default(); window.as_secs().max(1) as usize].into_boxed_slice(),
                 head_sec: 0,
                 totals: Totals::default(),
             },
@@ -159,7 +160,7 @@ mod tests {
 
     #[test]
     fn count_window_keeps_the_last_n_calls() {
-        let mut w = Window::new(WindowType::CountBased, 3);
+        let mut w = Window::new(SlidingWindow::Count(3));
         w.record(0, true, false);
         w.record(0, true, true);
         w.record(0, false, false);
@@ -173,7 +174,7 @@ mod tests {
 
     #[test]
     fn time_window_drops_buckets_older_than_n_seconds() {
-        let mut w = Window::new(WindowType::TimeBased, 3);
+        let mut w = Window::new(SlidingWindow::Time(std::time::Duration::from_secs(3)));
         w.record(10, true, false);
         w.record(11, false, true);
         w.record(12, false, false);
@@ -191,10 +192,10 @@ mod tests {
     }
 
     #[test]
-    fn rates_are_percentages() {
+    fn rates_are_fractions() {
         let t = Totals { calls: 4, failed: 2, slow: 1 };
-        assert_eq!(t.failure_rate(), 50.0);
-        assert_eq!(t.slow_rate(), 25.0);
+        assert_eq!(t.failure_rate(), 0.5);
+        assert_eq!(t.slow_rate(), 0.25);
         assert_eq!(Totals::default().failure_rate(), 0.0);
     }
 }

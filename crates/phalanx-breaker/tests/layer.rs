@@ -12,7 +12,7 @@ use axum::{body::Body, extract::State as Extract, http::StatusCode, routing::get
 use http::{header, Request};
 use http_body_util::BodyExt;
 use phalanx_breaker::{BreakerConfig, BreakerRegistry, CircuitBreaker, CircuitBreakerLayer, State};
-use phalanx_core::{problem::types, StatusSource};
+use phalanx_core::{problem::types, Deps, StatusRegistry, StatusSource};
 use tower::ServiceExt;
 
 #[derive(Clone, Default)]
@@ -37,18 +37,22 @@ async fn handler(Extract(up): Extract<Upstream>) -> StatusCode {
 
 fn config() -> BreakerConfig {
     BreakerConfig::default()
-        .count_based_window(4)
-        .minimum_number_of_calls(4)
-        .permitted_calls_in_half_open(2)
-        .wait_in_open(Duration::from_secs(30))
+        .with_count_window(4)
+        .with_minimum_number_of_calls(4)
+        .with_permitted_calls_in_half_open(2)
+        .with_wait_in_open(Duration::from_secs(30))
 }
 
 fn app(registry: &BreakerRegistry, up: &Upstream) -> Router {
+    app_with(CircuitBreakerLayer::per_route(registry.clone()), up)
+}
+
+fn app_with(layer: CircuitBreakerLayer, up: &Upstream) -> Router {
     up.set(StatusCode::OK);
     Router::new()
         .route("/items/{id}", get(handler))
         .route("/other", get(handler))
-        .route_layer(CircuitBreakerLayer::per_route(registry.clone()))
+        .route_layer(layer)
         .with_state(up.clone())
 }
 
@@ -58,7 +62,7 @@ async fn get_status(app: &Router, path: &str) -> StatusCode {
 
 #[tokio::test(start_paused = true)]
 async fn open_route_answers_503_problem_with_retry_after_without_calling_the_handler() {
-    let registry = BreakerRegistry::new(config());
+    let registry = BreakerRegistry::builder().config(config()).build().unwrap();
     let up = Upstream::default();
     let app = app(&registry, &up);
 
@@ -94,7 +98,7 @@ async fn open_route_answers_503_problem_with_retry_after_without_calling_the_han
 
 #[tokio::test(start_paused = true)]
 async fn client_errors_do_not_trip_by_default() {
-    let registry = BreakerRegistry::new(config());
+    let registry = BreakerRegistry::builder().config(config()).build().unwrap();
     let up = Upstream::default();
     let app = app(&registry, &up);
     up.set(StatusCode::NOT_FOUND);
@@ -159,7 +163,7 @@ impl Metrics {
 #[tokio::test]
 async fn registry_exports_state_and_calls_by_outcome_and_reports_status() {
     let metrics = Metrics::new();
-    let registry = BreakerRegistry::builder(config()).meter(metrics.0.meter()).build().unwrap();
+    let registry = BreakerRegistry::builder().config(config()).meter(metrics.0.meter()).build().unwrap();
     let up = Upstream::default();
     let app = app(&registry, &up);
     assert_eq!(get_status(&app, "/other").await, StatusCode::OK);
@@ -192,19 +196,27 @@ async fn registry_exports_state_and_calls_by_outcome_and_reports_status() {
 
 #[test]
 fn per_name_configuration_and_invalid_configuration() {
-    let registry = BreakerRegistry::builder(config())
-        .config_for("payments:443", config().failure_rate_threshold(10.0))
+    let registry = BreakerRegistry::builder()
+        .config(config())
+        .config_for("payments:443", config().with_failure_rate_threshold(0.1))
         .build()
         .unwrap();
-    assert_eq!(registry.get_or_create("payments:443").config().failure_rate_threshold, 10.0);
-    assert_eq!(registry.get_or_create("other:80").config().failure_rate_threshold, 50.0);
+    assert_eq!(registry.get_or_create("payments:443").config().failure_rate_threshold, 0.1);
+    assert_eq!(registry.get_or_create("other:80").config().failure_rate_threshold, 0.5);
     assert_eq!(registry.breakers().len(), 2);
 
-    let err =
-        BreakerRegistry::builder(config()).config_for("bad", config().sliding_window_size(0)).build().unwrap_err();
-    assert!(err.to_string().contains("breaker 'bad'") && err.to_string().contains("sliding_window_size"), "{err}");
-    let panic = std::panic::catch_unwind(|| BreakerRegistry::new(config().minimum_number_of_calls(0)));
-    assert!(panic.is_err());
+    let err = BreakerRegistry::builder()
+        .config(config())
+        .config_for("bad", config().with_count_window(0))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "config_for[\"bad\"].sliding_window", "{err}");
+    let err = BreakerRegistry::builder().config(config().with_minimum_number_of_calls(0)).build().unwrap_err();
+    assert_eq!(err.field(), "minimum_number_of_calls");
+    let err = BreakerRegistry::from_config(&config().with_failure_rate_threshold(50.0), &Deps::new()).unwrap_err();
+    assert_eq!(err.field(), "failure_rate_threshold");
+    let err = CircuitBreakerLayer::builder().wait_in_open(Duration::ZERO).build().unwrap_err();
+    assert_eq!(err.field(), "wait_in_open");
 }
 
 #[tokio::test(start_paused = true)]
@@ -240,4 +252,69 @@ async fn the_refusal_is_the_problem_document_and_follows_the_remaining_wait() {
     assert_eq!(parts.headers[header::RETRY_AFTER], "1", "0.5 s left, rounded up");
     let doc: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(doc["retry_after"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn from_config_makes_a_breaker_per_route_and_the_layer_reports_status() {
+    let config: BreakerConfig = toml::from_str(
+        r#"
+        sliding_window = { count = 4 }
+        minimum_number_of_calls = 4
+        wait_in_open = "30s"
+        "#,
+    )
+    .unwrap();
+    let metrics = Metrics::new();
+    let layer = CircuitBreakerLayer::from_config(&config, &Deps::new().meter(metrics.0.meter())).unwrap();
+    let status = StatusRegistry::new();
+    status.register(layer.clone());
+    let up = Upstream::default();
+    let app = app_with(layer.clone(), &up);
+    up.set(StatusCode::INTERNAL_SERVER_ERROR);
+    for _ in 0..4 {
+        assert_eq!(get_status(&app, "/items/1").await, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    assert_eq!(get_status(&app, "/items/2").await, StatusCode::SERVICE_UNAVAILABLE);
+    // Another route has a breaker of its own.
+    up.set(StatusCode::OK);
+    assert_eq!(get_status(&app, "/other").await, StatusCode::OK);
+
+    let sections = status.sections();
+    let (name, report) = &sections[0];
+    assert_eq!(name, "breakers");
+    assert_eq!(report["/items/{id}"]["state"], "open");
+    assert_eq!(report["/items/{id}"]["failure_rate"], 1.0);
+    assert_eq!(report["/other"]["state"], "closed");
+    assert_eq!(layer.registry().unwrap().breakers().len(), 2);
+    use phalanx_core::names::BREAKER_STATE;
+    assert_eq!(metrics.value(BREAKER_STATE, &[("breaker", "/items/{id}")]), Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_single_breaker_from_the_builder_guards_every_route() {
+    let transitions = Arc::new(AtomicUsize::new(0));
+    let seen = transitions.clone();
+    let layer = CircuitBreakerLayer::builder()
+        .count_window(4)
+        .minimum_number_of_calls(4)
+        .failure_rate_threshold(0.5)
+        .wait_in_open(Duration::from_secs(30))
+        .single("inventory")
+        .on_state_change(move |_| {
+            seen.fetch_add(1, Ordering::SeqCst);
+        })
+        .build()
+        .unwrap();
+    let up = Upstream::default();
+    let app = app_with(layer.clone(), &up);
+    up.set(StatusCode::BAD_GATEWAY);
+    for path in ["/items/1", "/other", "/items/2", "/other"] {
+        assert_eq!(get_status(&app, path).await, StatusCode::BAD_GATEWAY);
+    }
+    assert_eq!(get_status(&app, "/other").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(get_status(&app, "/items/3").await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(transitions.load(Ordering::SeqCst), 1);
+    let report = layer.report();
+    assert_eq!(report.as_object().unwrap().len(), 1);
+    assert_eq!(report["inventory"]["state"], "open");
 }

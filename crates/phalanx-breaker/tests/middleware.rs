@@ -63,16 +63,16 @@ fn client(registry: &BreakerRegistry) -> ClientWithMiddleware {
 
 fn config() -> BreakerConfig {
     BreakerConfig::default()
-        .count_based_window(4)
-        .minimum_number_of_calls(4)
-        .permitted_calls_in_half_open(2)
-        .wait_in_open(Duration::from_secs(1))
+        .with_count_window(4)
+        .with_minimum_number_of_calls(4)
+        .with_permitted_calls_in_half_open(2)
+        .with_wait_in_open(Duration::from_secs(1))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opens_after_the_threshold_attempts_no_connection_while_open_and_closes_after_healthy_probes() {
     let (server, addr) = Server::start().await;
-    let registry = BreakerRegistry::new(config());
+    let registry = BreakerRegistry::builder().config(config()).build().unwrap();
     let client = client(&registry);
     let url = format!("http://{addr}/");
 
@@ -114,7 +114,7 @@ async fn opens_after_the_threshold_attempts_no_connection_while_open_and_closes_
 async fn failing_probes_reopen_and_hosts_have_separate_breakers() {
     let (bad, bad_addr) = Server::start().await;
     let (good, good_addr) = Server::start().await;
-    let registry = BreakerRegistry::new(config());
+    let registry = BreakerRegistry::builder().config(config()).build().unwrap();
     let client = client(&registry);
 
     bad.answer(StatusCode::INTERNAL_SERVER_ERROR);
@@ -145,7 +145,7 @@ async fn connection_errors_are_failures() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.local_addr().unwrap()
     };
-    let registry = BreakerRegistry::new(config());
+    let registry = BreakerRegistry::builder().config(config()).build().unwrap();
     let client = client(&registry);
     for _ in 0..4 {
         let err = client.get(format!("http://{addr}/")).send().await.unwrap_err();

@@ -18,10 +18,10 @@ fn breaker(config: BreakerConfig) -> CircuitBreaker {
 /// Opens on one failure, for `wait`, then admits `probes` probes.
 fn one_strike(probes: u32, wait: Duration) -> BreakerConfig {
     BreakerConfig::default()
-        .count_based_window(1)
-        .minimum_number_of_calls(1)
-        .permitted_calls_in_half_open(probes)
-        .wait_in_open(wait)
+        .with_count_window(1)
+        .with_minimum_number_of_calls(1)
+        .with_permitted_calls_in_half_open(probes)
+        .with_wait_in_open(wait)
 }
 
 fn record(b: &CircuitBreaker, outcome: CallOutcome, times: usize) {
@@ -39,26 +39,27 @@ async fn timed_call(b: &CircuitBreaker, outcome: CallOutcome, took: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn rates_are_not_judged_before_the_minimum_number_of_calls() {
-    let b = breaker(BreakerConfig::default().count_based_window(10).minimum_number_of_calls(5));
+    let b = breaker(BreakerConfig::default().with_count_window(10).with_minimum_number_of_calls(5));
     record(&b, CallOutcome::Failure, 4);
-    // 100 % failures, but only 4 calls.
+    // Every call failed, but only 4 calls.
     assert_eq!(b.state(), State::Closed);
     assert_eq!(b.snapshot().failure_rate, None);
     record(&b, CallOutcome::Failure, 1);
     assert_eq!(b.state(), State::Open);
-    assert_eq!(b.snapshot().failure_rate, Some(100.0));
+    assert_eq!(b.snapshot().failure_rate, Some(1.0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn minimum_calls_is_capped_at_a_count_window_size() {
-    let b = breaker(BreakerConfig::default().count_based_window(3).minimum_number_of_calls(100));
+    let b = breaker(BreakerConfig::default().with_count_window(3).with_minimum_number_of_calls(100));
     record(&b, CallOutcome::Failure, 3);
     assert_eq!(b.state(), State::Open);
 }
 
 #[tokio::test(start_paused = true)]
 async fn failure_rate_threshold_is_inclusive() {
-    let config = BreakerConfig::default().count_based_window(4).minimum_number_of_calls(4).failure_rate_threshold(50.0);
+    let config =
+        BreakerConfig::default().with_count_window(4).with_minimum_number_of_calls(4).with_failure_rate_threshold(0.5);
 
     let below = breaker(config.clone());
     record(&below, CallOutcome::Success, 3);
@@ -74,10 +75,10 @@ async fn failure_rate_threshold_is_inclusive() {
 #[tokio::test(start_paused = true)]
 async fn slow_call_rate_threshold_is_inclusive() {
     let config = BreakerConfig::default()
-        .count_based_window(4)
-        .minimum_number_of_calls(4)
-        .slow_call_rate_threshold(50.0)
-        .slow_call_duration(Duration::from_millis(100));
+        .with_count_window(4)
+        .with_minimum_number_of_calls(4)
+        .with_slow_call_rate_threshold(0.5)
+        .with_slow_call_duration(Duration::from_millis(100));
 
     let below = breaker(config.clone());
     timed_call(&below, CallOutcome::Success, Duration::from_millis(150)).await;
@@ -98,10 +99,10 @@ async fn slow_call_rate_threshold_is_inclusive() {
 async fn slow_calls_trip_the_breaker_though_every_call_succeeds() {
     let b = breaker(
         BreakerConfig::default()
-            .count_based_window(5)
-            .minimum_number_of_calls(5)
-            .slow_call_rate_threshold(100.0)
-            .slow_call_duration(Duration::from_millis(200)),
+            .with_count_window(5)
+            .with_minimum_number_of_calls(5)
+            .with_slow_call_rate_threshold(1.0)
+            .with_slow_call_duration(Duration::from_millis(200)),
     );
     // A call of exactly the slow-call duration is not slow (Resilience4j: longer than).
     for _ in 0..5 {
@@ -114,7 +115,7 @@ async fn slow_calls_trip_the_breaker_though_every_call_succeeds() {
     assert_eq!(b.state(), State::Open);
     let snapshot = b.snapshot();
     assert_eq!(snapshot.failure_rate, Some(0.0));
-    assert_eq!(snapshot.slow_call_rate, Some(100.0));
+    assert_eq!(snapshot.slow_call_rate, Some(1.0));
     assert_eq!(snapshot.calls.slow_success, 5);
     assert_eq!(snapshot.calls.failure + snapshot.calls.slow_failure, 0);
 }
@@ -123,10 +124,10 @@ async fn slow_calls_trip_the_breaker_though_every_call_succeeds() {
 async fn open_refuses_with_the_rest_of_the_wait_then_admits_probes() {
     let b = breaker(
         BreakerConfig::default()
-            .count_based_window(2)
-            .minimum_number_of_calls(2)
-            .wait_in_open(Duration::from_secs(10))
-            .permitted_calls_in_half_open(2),
+            .with_count_window(2)
+            .with_minimum_number_of_calls(2)
+            .with_wait_in_open(Duration::from_secs(10))
+            .with_permitted_calls_in_half_open(2),
     );
     record(&b, CallOutcome::Failure, 2);
     let refused = b.try_acquire().unwrap_err();
@@ -146,10 +147,10 @@ async fn open_refuses_with_the_rest_of_the_wait_then_admits_probes() {
 async fn a_failing_probe_set_reopens() {
     let b = breaker(
         BreakerConfig::default()
-            .count_based_window(2)
-            .minimum_number_of_calls(2)
-            .wait_in_open(Duration::from_secs(1))
-            .permitted_calls_in_half_open(4),
+            .with_count_window(2)
+            .with_minimum_number_of_calls(2)
+            .with_wait_in_open(Duration::from_secs(1))
+            .with_permitted_calls_in_half_open(4),
     );
     record(&b, CallOutcome::Failure, 2);
     advance(Duration::from_secs(1)).await;
@@ -205,7 +206,7 @@ fn half_open_admits_exactly_n_probes_among_many_concurrent_callers() {
 
 #[tokio::test(start_paused = true)]
 async fn exponential_backoff_grows_per_reopening_up_to_the_cap_and_restarts_after_a_close() {
-    let b = breaker(one_strike(1, Duration::from_secs(1)).backoff(Backoff::Exponential {
+    let b = breaker(one_strike(1, Duration::from_secs(1)).with_backoff(Backoff::Exponential {
         multiplier: 2.0,
         max_wait: Duration::from_secs(5),
         jitter: 0.0,
@@ -230,7 +231,7 @@ async fn exponential_backoff_grows_per_reopening_up_to_the_cap_and_restarts_afte
 
 #[tokio::test(start_paused = true)]
 async fn exponential_backoff_jitter_stays_within_its_spread() {
-    let b = breaker(one_strike(1, Duration::from_secs(10)).backoff(Backoff::Exponential {
+    let b = breaker(one_strike(1, Duration::from_secs(10)).with_backoff(Backoff::Exponential {
         multiplier: 1.0,
         max_wait: Duration::from_secs(10),
         jitter: 0.5,
@@ -249,7 +250,10 @@ async fn exponential_backoff_jitter_stays_within_its_spread() {
 
 #[tokio::test(start_paused = true)]
 async fn calls_older_than_a_time_window_no_longer_count() {
-    let config = BreakerConfig::default().time_based_window(10).minimum_number_of_calls(6).failure_rate_threshold(55.0);
+    let config = BreakerConfig::default()
+        .with_time_window(Duration::from_secs(10))
+        .with_minimum_number_of_calls(6)
+        .with_failure_rate_threshold(0.55);
     let run = |gap: Duration| {
         let b = breaker(config.clone());
         async move {
@@ -274,7 +278,7 @@ async fn calls_older_than_a_time_window_no_longer_count() {
 
 #[tokio::test(start_paused = true)]
 async fn forced_open_refuses_until_reset_and_disabled_admits_without_judging() {
-    let b = breaker(BreakerConfig::default().count_based_window(2).minimum_number_of_calls(2));
+    let b = breaker(BreakerConfig::default().with_count_window(2).with_minimum_number_of_calls(2));
     b.force_open();
     let refused = b.try_acquire().unwrap_err();
     assert_eq!(refused.state, State::ForcedOpen);
@@ -296,10 +300,10 @@ async fn forced_open_refuses_until_reset_and_disabled_admits_without_judging() {
 async fn ignored_outcomes_are_not_judged_and_give_back_a_probe() {
     let b = breaker(
         BreakerConfig::default()
-            .count_based_window(2)
-            .minimum_number_of_calls(2)
-            .permitted_calls_in_half_open(1)
-            .wait_in_open(Duration::from_secs(1)),
+            .with_count_window(2)
+            .with_minimum_number_of_calls(2)
+            .with_permitted_calls_in_half_open(1)
+            .with_wait_in_open(Duration::from_secs(1)),
     );
     record(&b, CallOutcome::Ignored, 10);
     assert_eq!(b.snapshot().buffered_calls, 0);
@@ -314,12 +318,15 @@ async fn ignored_outcomes_are_not_judged_and_give_back_a_probe() {
 
 #[tokio::test(start_paused = true)]
 async fn a_dropped_call_counts_as_configured() {
-    let failing = breaker(BreakerConfig::default().count_based_window(1).minimum_number_of_calls(1));
+    let failing = breaker(BreakerConfig::default().with_count_window(1).with_minimum_number_of_calls(1));
     drop(failing.try_acquire().unwrap());
     assert_eq!(failing.state(), State::Open, "cancelled counts as a failure by default");
 
     let ignoring = breaker(
-        BreakerConfig::default().count_based_window(1).minimum_number_of_calls(1).cancelled(CancelledAs::Ignored),
+        BreakerConfig::default()
+            .with_count_window(1)
+            .with_minimum_number_of_calls(1)
+            .with_cancelled(CancelledAs::Ignored),
     );
     drop(ignoring.try_acquire().unwrap());
     assert_eq!(ignoring.state(), State::Closed);
@@ -330,10 +337,10 @@ async fn a_dropped_call_counts_as_configured() {
 async fn a_call_admitted_before_a_transition_is_counted_but_not_judged_after_it() {
     let b = breaker(
         BreakerConfig::default()
-            .count_based_window(2)
-            .minimum_number_of_calls(2)
-            .permitted_calls_in_half_open(1)
-            .wait_in_open(Duration::from_secs(1)),
+            .with_count_window(2)
+            .with_minimum_number_of_calls(2)
+            .with_permitted_calls_in_half_open(1)
+            .with_wait_in_open(Duration::from_secs(1)),
     );
     let late = b.try_acquire().unwrap();
     record(&b, CallOutcome::Failure, 2);
@@ -373,7 +380,7 @@ async fn listeners_see_every_transition_in_order() {
 
 #[tokio::test(start_paused = true)]
 async fn call_runs_closures_and_refuses_without_running_when_open() {
-    let b = breaker(BreakerConfig::default().count_based_window(1).minimum_number_of_calls(1));
+    let b = breaker(BreakerConfig::default().with_count_window(1).with_minimum_number_of_calls(1));
     let ran = AtomicUsize::new(0);
     let r: Result<(), _> = b
         .call(|| async {
@@ -394,7 +401,7 @@ async fn call_runs_closures_and_refuses_without_running_when_open() {
 
 #[tokio::test(start_paused = true)]
 async fn hung_probes_reopen_after_the_max_wait_in_half_open() {
-    let b = breaker(one_strike(2, Duration::from_secs(1)).max_wait_in_half_open(Duration::from_secs(10)));
+    let b = breaker(one_strike(2, Duration::from_secs(1)).with_max_wait_in_half_open(Some(Duration::from_secs(10))));
     record(&b, CallOutcome::Failure, 1);
     advance(Duration::from_secs(1)).await;
     let hung: Vec<_> = (0..2).map(|_| b.try_acquire().unwrap()).collect();
@@ -416,7 +423,7 @@ async fn hung_probes_reopen_after_the_max_wait_in_half_open() {
 #[tokio::test(start_paused = true)]
 async fn without_a_max_wait_half_open_waits_for_its_probes() {
     let b = breaker(
-        one_strike(1, Duration::from_secs(1)).slow_call_duration(Duration::from_secs(7200)), // the probe is not slow
+        one_strike(1, Duration::from_secs(1)).with_slow_call_duration(Duration::from_secs(7200)), // the probe is not slow
     );
     record(&b, CallOutcome::Failure, 1);
     advance(Duration::from_secs(1)).await;

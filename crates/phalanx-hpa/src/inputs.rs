@@ -68,6 +68,17 @@ pub struct Case {
     pub duration: f64,
 }
 
+impl std::fmt::Debug for Case {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Case")
+            .field("name", &self.name)
+            .field("about", &self.about)
+            .field("event_at", &self.event_at)
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The four traces of the report at base load `base`: 3× spike, ramp, spike during a
 /// scale-down, drop to 10 %.
 pub fn cases(base: f64) -> Vec<Case> {

@@ -1,7 +1,7 @@
 //! `phalanx-hpa`: replays the standard load traces through deploy/k8s/hpa.yaml.
 //!
 //! ```text
-//! cargo run -p phalanx-hpa -- --hpa deploy/k8s/hpa.yaml --pod deploy/hpa/pod.toml --out deploy/hpa
+//! cargo run -p phalanx-hpa -- --hpa deploy/k8s/hpa.yaml --pod deploy/hpa/pod.csv --out deploy/hpa
 //! ```
 
 use phalanx_hpa::inputs::{cases, read_pod};

@@ -122,11 +122,11 @@ async fn a_refused_connection_is_retried_within_the_budget_and_counted_per_upstr
 async fn an_open_breaker_stops_calls_and_its_refusals_are_not_retried() {
     let (addr, hits) = upstream().await;
     let breaker = BreakerConfig::default()
-        .count_based_window(10)
-        .minimum_number_of_calls(10)
-        .failure_rate_threshold(50.0)
-        .wait_in_open(Duration::from_secs(60));
-    let registry = BreakerRegistry::new(breaker);
+        .with_count_window(10)
+        .with_minimum_number_of_calls(10)
+        .with_failure_rate_threshold(0.5)
+        .with_wait_in_open(Duration::from_secs(60));
+    let registry = BreakerRegistry::builder().config(breaker).build().unwrap();
     let client = HttpClient::builder(config()).breaker(registry).build().unwrap();
     let url = format!("http://{addr}/fail");
     let mut opened = false;
@@ -275,11 +275,11 @@ async fn a_failing_replica_is_ejected_by_its_breaker() {
         hits.push(h);
     }
     let breaker = BreakerConfig::default()
-        .count_based_window(10)
-        .minimum_number_of_calls(5)
-        .failure_rate_threshold(50.0)
-        .wait_in_open(Duration::from_secs(60));
-    let registry = BreakerRegistry::new(breaker);
+        .with_count_window(10)
+        .with_minimum_number_of_calls(5)
+        .with_failure_rate_threshold(0.5)
+        .with_wait_in_open(Duration::from_secs(60));
+    let registry = BreakerRegistry::builder().config(breaker).build().unwrap();
     let client =
         HttpClient::builder(config()).breaker(registry.clone()).upstream("replicas", addrs.clone()).build().unwrap();
     let statuses = drive(&client, 400, 4).await;
