@@ -10,13 +10,13 @@ use axum::{
     http::{HeaderMap, HeaderName},
 };
 use phalanx::{
-    admission::{AdmissionLayer, AdmissionStatus},
+    admission::AdmissionLayer,
     breaker::BreakerRegistry,
     cache::{CacheLayer, HttpStore, TieredCache},
     core::{
         identity::{api_key_digest, ClientKeyConfig},
         redis::{connect_in_background, RedisSettings},
-        Classifier, ClientKeyResolver, StatusRegistry,
+        Classifier, ClientKeyResolver, Deps, StatusRegistry,
     },
     metrics::{MetricsLayer, PrometheusExporter},
     pools::{DbPool, DbPoolConfig, HttpClient, PoolsStatus, RedisPool},
@@ -153,13 +153,12 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     status.register(rows.status().named("row_cache").target_hit_ratio(0.0));
 
     let mut admission = BTreeMap::new();
-    let mut admission_status = AdmissionStatus::default();
     for (group, cfg) in &config.admission {
-        let layer = AdmissionLayer::from_config(cfg)?;
-        admission_status = admission_status.with(layer.handle());
+        let layer = AdmissionLayer::from_config(cfg, &Deps::new())?;
+        // One /status section per route group: `admission.items`, `admission.upstream`.
+        status.register_as(format!("admission.{group}"), layer.clone());
         admission.insert(group.clone(), layer);
     }
-    status.register(admission_status);
 
     let breakers = BreakerRegistry::new(config.breaker.clone());
     status.register(breakers.clone());

@@ -12,8 +12,8 @@ use opentelemetry_sdk::metrics::{
     data::{AggregatedMetrics, MetricData},
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
 };
-use phalanx_admission::{AdmissionLayer, AdmissionStatus, LimitConfig, LIMITER_ATTR};
-use phalanx_core::{names, Priority, StatusSource};
+use phalanx_admission::{AdmissionLayer, LimitConfig, LIMITER_ATTR};
+use phalanx_core::{names, Priority};
 use tower::{Layer, ServiceExt};
 
 /// `(name, priority, reason, value)` of every u64 data point.
@@ -68,7 +68,7 @@ async fn gauges_read_the_shared_state_and_sheds_are_counted_by_reason() {
         .meter(provider.meter("test"))
         .build()
         .unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let capacity = Capacity::new(100, Duration::from_secs(10));
     let svc = layer.layer(capacity.service());
 
@@ -98,12 +98,14 @@ async fn gauges_read_the_shared_state_and_sheds_are_counted_by_reason() {
     assert_eq!(value(&p, names::ADMISSION_SHED, "low", "share"), Some(2));
     assert_eq!(value(&p, names::ADMISSION_QUEUED, "low", ""), Some(0));
 
-    let status = AdmissionStatus::new([handle]);
-    assert_eq!(status.name(), "admission");
-    let report = status.report();
-    let low = &report["api"]["classes"]["low"];
-    assert_eq!(report["api"]["limit"], 10);
-    assert_eq!(report["api"]["algorithm"], "fixed");
+    let registry = phalanx_core::StatusRegistry::new();
+    registry.register(handle.clone());
+    let (name, report) = registry.sections().remove(0);
+    assert_eq!(name, "admission");
+    assert_eq!(report["name"], "api");
+    let low = &report["classes"]["low"];
+    assert_eq!(report["limit"], 10);
+    assert_eq!(report["algorithm"], "fixed");
     assert_eq!(low["in_flight"], 3);
     assert_eq!(low["admitted"], 3);
     assert_eq!(low["shed"]["share"], 2);
