@@ -120,7 +120,7 @@ pub(crate) struct Layers {
 pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Error> {
     // The meter provider goes first: every layer built after it records into it.
     let exporter = PrometheusExporter::install("phalanx-demo")?;
-    let metrics = MetricsLayer::new();
+    let metrics = MetricsLayer::from_config(&config.metrics, &Deps::new())?;
     let status = StatusRegistry::new();
 
     let key_resolver = key_config(config).build()?;
@@ -148,7 +148,10 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let rows: TieredCache<i64, Item> = TieredCache::from_config(with_redis(config.cache.rows.clone()), None)?;
     let http_store: HttpStore = TieredCache::from_config(with_redis(config.cache.http_store.clone()), None)?;
     let http_cache = CacheLayer::from_config(config.cache.http.clone(), http_store)?;
-    status.register(http_cache.status().named("http_cache"));
+    // The hit-ratio target is the demo's, from its configuration (0 sets none).
+    status.register(
+        http_cache.status().named("http_cache").target_hit_ratio(config.cache.http_target_hit_ratio.unwrap_or(0.0)),
+    );
     // The row cache sees mostly the HTTP cache's misses: its hit ratio is no target.
     status.register(rows.status().named("row_cache").target_hit_ratio(0.0));
 
