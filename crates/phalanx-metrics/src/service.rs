@@ -16,7 +16,7 @@ use crate::{
     layer::Shared,
 };
 
-/// Service of [`MetricsLayer`].
+/// Service of [`crate::MetricsLayer`].
 #[derive(Clone)]
 pub struct MetricsService<S> {
     pub(crate) inner: S,
