@@ -26,7 +26,7 @@ fn routes() -> Router {
 }
 
 fn instrumented(exporter: &PrometheusExporter) -> Router {
-    routes().layer(MetricsLayer::with_meter(&exporter.meter()))
+    routes().layer(MetricsLayer::builder().meter(exporter.meter()).build().expect("metrics"))
 }
 
 fn oneshot(c: &mut Criterion) {

@@ -66,7 +66,7 @@ fn breaker() -> CircuitBreakerLayer {
 fn stacked(routes: Router, exporter: &PrometheusExporter) -> Router {
     routes.route_layer(breaker()).route_layer(admission(exporter)).layer(
         ServiceBuilder::new()
-            .layer(MetricsLayer::with_meter(&meter_of(exporter)))
+            .layer(MetricsLayer::builder().meter(meter_of(exporter)).build().expect("metrics"))
             .layer(ClassifyLayer::new(Classifier::default()))
             .layer(ratelimit(exporter))
             .layer(cache(exporter)),
@@ -109,7 +109,12 @@ fn main() {
     common::http_ratio("stack/pass-through", 9, plain(), stacked(plain(), &exporter));
     common::http_ratio("stack/cache-hits", 9, cacheable(), stacked(cacheable(), &exporter));
     // Each layer alone on the pass-through handler: where the stack's cost goes.
-    common::http_ratio("layer/metrics", 5, plain(), plain().layer(MetricsLayer::with_meter(&meter_of(&exporter))));
+    common::http_ratio(
+        "layer/metrics",
+        5,
+        plain(),
+        plain().layer(MetricsLayer::builder().meter(meter_of(&exporter)).build().expect("metrics")),
+    );
     common::http_ratio("layer/classify", 5, plain(), plain().layer(ClassifyLayer::new(Classifier::default())));
     common::http_ratio("layer/ratelimit", 5, plain(), plain().layer(ratelimit(&exporter)));
     common::http_ratio("layer/cache-miss", 5, plain(), plain().layer(cache(&exporter)));

@@ -11,15 +11,15 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use axum::{body::Body, http::Request, routing::get, Router};
-use phalanx_admission::{AdmissionConfig, AdmissionLayer, AdmissionStatus};
-use phalanx_core::{Classifier, ClassifyLayer, Priority, StatusRegistry, Tier};
+use phalanx_admission::{AdmissionConfig, AdmissionLayer};
+use phalanx_core::{Classifier, ClassifyLayer, Deps, Priority, StatusRegistry, Tier};
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
 # Interactive API: an adaptive limit; background work may hold at most 10 % of it.
 [api]
 name = "api"
-retry_after_ms = 1000
+retry_after = "1s"
 [api.limit]
 algorithm = "gradient2"
 initial = 20
@@ -27,7 +27,7 @@ min = 5
 max = 200
 [api.classes.background]
 share = 0.1
-queue_timeout_ms = 20
+queue_timeout = "20ms"
 
 # Batch exports: a small fixed limit and short queues.
 [batch]
@@ -37,7 +37,7 @@ algorithm = "fixed"
 initial = 4
 [batch.classes.normal]
 max_queue = 8
-queue_timeout_ms = 100
+queue_timeout = "100ms"
 "#;
 
 async fn work() -> &'static str {
@@ -49,11 +49,14 @@ async fn work() -> &'static str {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config: BTreeMap<String, AdmissionConfig> = toml::from_str(CONFIG)?;
-    let api = AdmissionLayer::from_config(&config["api"])?;
-    let batch = AdmissionLayer::from_config(&config["batch"])?;
+    let deps = Deps::new();
+    let api = AdmissionLayer::from_config(&config["api"], &deps)?;
+    let batch = AdmissionLayer::from_config(&config["batch"], &deps)?;
 
+    // Each limiter is a /status section; the second one under its own name.
     let status = StatusRegistry::new();
-    status.register(AdmissionStatus::new([api.handle(), batch.handle()]));
+    status.register_as("admission.api", api.clone());
+    status.register_as("admission.batch", batch.clone());
 
     let classifier = Classifier::builder()
         .priority_header("x-priority")
@@ -123,7 +126,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
     println!("batch export: {}", res.status());
     drop(res);
-    let admission = status.sections().into_iter().find(|(name, _)| name == "admission").map(|(_, v)| v);
-    println!("/status admission: {}", serde_json::to_string_pretty(&admission)?);
+    for (name, section) in status.sections() {
+        println!("/status {name}: {}", serde_json::to_string_pretty(&section)?);
+    }
     Ok(())
 }

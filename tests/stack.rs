@@ -86,7 +86,7 @@ fn node(store: HttpStore, per_minute: u32) -> Node {
     let http_cache = CacheLayer::builder().store(store).meter(meter.clone()).build().unwrap();
     let app = routes.layer(
         ServiceBuilder::new()
-            .layer(MetricsLayer::with_meter(&meter))
+            .layer(MetricsLayer::builder().meter(meter.clone()).build().unwrap())
             .layer(ClassifyLayer::new(Classifier::default()))
             .layer(ratelimit)
             .layer(http_cache.clone()),

@@ -8,6 +8,7 @@ use phalanx::{
     breaker::BreakerConfig,
     cache::{HttpCacheConfig, TieredConfig},
     core::{Priority, Tier},
+    metrics::MetricsConfig,
     pools::{DbPoolConfig, HttpClientConfig, RedisPoolConfig},
     ratelimit::RateLimitConfig,
 };
@@ -70,6 +71,9 @@ pub(crate) struct DemoConfig {
     pub(crate) admission: BTreeMap<String, AdmissionConfig>,
     #[serde(default)]
     pub(crate) breaker: BreakerConfig,
+    /// The MetricsLayer, and the latency targets `/status` judges (absent: none).
+    #[serde(default)]
+    pub(crate) metrics: MetricsConfig,
     /// `/status`'s `scaling_recommendations`: this pod's measured capacity and the HPA's
     /// target (absent: no recommendation).
     #[serde(default)]
@@ -120,6 +124,8 @@ impl Default for ClassifyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct CacheConfig {
+    /// The HTTP response cache's hit-ratio target in `/status`, a fraction (absent: none).
+    pub(crate) http_target_hit_ratio: Option<f64>,
     /// The TieredCache of catalog rows.
     pub(crate) rows: TieredConfig,
     /// The HTTP response cache's rules.
@@ -214,6 +220,7 @@ mod tests {
         assert!(config.redis_url.is_none());
         assert_eq!(config.ratelimit.policies.len(), 2);
         assert!(config.admission.contains_key("items"));
+        assert_eq!(config.metrics.targets.p99, Some(Duration::from_millis(500)), "the demo's own SLO");
         config
             .apply_env(|k| match k {
                 "BIND" => Some("127.0.0.1:4000".into()),

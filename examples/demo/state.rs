@@ -10,13 +10,13 @@ use axum::{
     http::{HeaderMap, HeaderName},
 };
 use phalanx::{
-    admission::{AdmissionLayer, AdmissionStatus},
+    admission::AdmissionLayer,
     breaker::BreakerRegistry,
     cache::{CacheLayer, HttpStore, TieredCache},
     core::{
         identity::{api_key_digest, ClientKeyConfig},
         redis::{connect_in_background, RedisSettings},
-        Classifier, ClientKeyResolver, StatusRegistry,
+        Classifier, ClientKeyResolver, Deps, StatusRegistry,
     },
     metrics::{MetricsLayer, PrometheusExporter},
     pools::{DbPool, DbPoolConfig, HttpClient, PoolsStatus, RedisPool},
@@ -120,7 +120,7 @@ pub(crate) struct Layers {
 pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Error> {
     // The meter provider goes first: every layer built after it records into it.
     let exporter = PrometheusExporter::install("phalanx-demo")?;
-    let metrics = MetricsLayer::new();
+    let metrics = MetricsLayer::from_config(&config.metrics, &Deps::new())?;
     let status = StatusRegistry::new();
 
     let key_resolver = key_config(config).build()?;
@@ -148,18 +148,20 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let rows: TieredCache<i64, Item> = TieredCache::from_config(with_redis(config.cache.rows.clone()), None)?;
     let http_store: HttpStore = TieredCache::from_config(with_redis(config.cache.http_store.clone()), None)?;
     let http_cache = CacheLayer::from_config(config.cache.http.clone(), http_store)?;
-    status.register(http_cache.status().named("http_cache"));
+    // The hit-ratio target is the demo's, from its configuration (0 sets none).
+    status.register(
+        http_cache.status().named("http_cache").target_hit_ratio(config.cache.http_target_hit_ratio.unwrap_or(0.0)),
+    );
     // The row cache sees mostly the HTTP cache's misses: its hit ratio is no target.
     status.register(rows.status().named("row_cache").target_hit_ratio(0.0));
 
     let mut admission = BTreeMap::new();
-    let mut admission_status = AdmissionStatus::default();
     for (group, cfg) in &config.admission {
-        let layer = AdmissionLayer::from_config(cfg)?;
-        admission_status = admission_status.with(layer.handle());
+        let layer = AdmissionLayer::from_config(cfg, &Deps::new())?;
+        // One /status section per route group: `admission.items`, `admission.upstream`.
+        status.register_as(format!("admission.{group}"), layer.clone());
         admission.insert(group.clone(), layer);
     }
-    status.register(admission_status);
 
     let breakers = BreakerRegistry::from_config(&config.breaker, &phalanx::core::Deps::new())?;
     status.register(breakers.clone());

@@ -140,12 +140,11 @@ fn main() {
         let fixed = admission(LimitConfig::fixed(WORKERS));
         run("admission fixed(50)", BoxCloneService::new(fixed.layer(handler()).map_response(|r| r.map(|_| ())))).await;
         let adaptive = admission(
-            LimitConfig::gradient2(WORKERS, 5, 500)
-                .with_gradient2(Gradient2Config { tolerance: 1.1, ..Default::default() }),
+            LimitConfig::gradient2(WORKERS, 5, 500).with_gradient2(Gradient2Config::default().with_tolerance(1.1)),
         );
         run("admission gradient2", BoxCloneService::new(adaptive.layer(handler()).map_response(|r| r.map(|_| ()))))
             .await;
-        println!("  (gradient2 limit at the end: {})", adaptive.handle().limit());
+        println!("  (gradient2 limit at the end: {})", adaptive.limit());
         run("no admission control", BoxCloneService::new(handler().map_response(|r| r.map(|_| ())))).await;
     });
 }

@@ -1,10 +1,14 @@
 //! Configuration: the limit algorithm and the per-class policies, as serde structs with
 //! documented defaults (the demo reads them from TOML), and the validation shared by the
 //! builder and [`crate::AdmissionLayer::from_config`].
+//!
+//! Durations are human strings (`"200ms"`, `"1s"`, through [`phalanx_core::duration`]); shares
+//! and ratios are fractions (`0.1`, not `10`). Every struct is `#[non_exhaustive]`: start from
+//! `Default` (or a constructor) and change it with the `with_*` setters.
 
-use std::{fmt, time::Duration};
+use std::time::Duration;
 
-use phalanx_core::Priority;
+use phalanx_core::{ConfigError, Priority};
 use serde::Deserialize;
 
 /// Which algorithm sets the concurrency limit.
@@ -26,14 +30,14 @@ pub enum Algorithm {
 /// to the inner service's response headers (not to the body's end: a slow client draining a
 /// large body says nothing about the server's load, while the permit is still held until the
 /// body ends so in-flight counts stay true). Samples are aggregated per window: the limit
-/// moves once per window of at least `window_ms` and `min_window_samples` samples.
+/// moves once per window of at least `window` and `min_window_samples` samples.
 ///
 /// ```toml
 /// algorithm = "gradient2"   # fixed | aimd | gradient2
 /// initial = 20              # the limit at start (the limit itself when fixed)
 /// min = 1
 /// max = 1000
-/// window_ms = 200
+/// window = "200ms"
 /// min_window_samples = 20
 /// floor_ratio = 0.8         # never below 0.8 × recent peak throughput × lowest latency
 /// floor_windows = 50
@@ -42,6 +46,7 @@ pub enum Algorithm {
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct LimitConfig {
     /// The algorithm. Default `gradient2`.
     pub algorithm: Algorithm,
@@ -51,8 +56,9 @@ pub struct LimitConfig {
     pub min: usize,
     /// The adaptive limit never rises above this. Default 1000.
     pub max: usize,
-    /// The shortest sampling window, milliseconds. Default 200.
-    pub window_ms: u64,
+    /// The shortest sampling window. Default `"200ms"`.
+    #[serde(with = "phalanx_core::duration")]
+    pub window: Duration,
     /// The fewest samples a window needs before the limit moves. Default 20.
     pub min_window_samples: u32,
     /// AIMD parameters.
@@ -74,7 +80,7 @@ impl Default for LimitConfig {
             initial: 20,
             min: 1,
             max: 1000,
-            window_ms: 200,
+            window: Duration::from_millis(200),
             min_window_samples: 20,
             aimd: AimdConfig::default(),
             gradient2: Gradient2Config::default(),
@@ -103,15 +109,56 @@ impl LimitConfig {
             initial,
             min,
             max,
-            aimd: AimdConfig { latency_threshold_ms: duration_ms(latency_threshold), ..Default::default() },
+            aimd: AimdConfig { latency_threshold, ..Default::default() },
             ..Default::default()
         }
     }
 
-    /// Set the sampling window (shortest duration, fewest samples).
-    pub fn window(mut self, window: Duration, min_samples: u32) -> Self {
-        self.window_ms = duration_ms(window);
-        self.min_window_samples = min_samples;
+    /// Set the algorithm.
+    pub fn with_algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// Set the limit at start (the limit itself when fixed).
+    pub fn with_initial(mut self, initial: usize) -> Self {
+        self.initial = initial;
+        self
+    }
+
+    /// Set the lowest adaptive limit.
+    pub fn with_min(mut self, min: usize) -> Self {
+        self.min = min;
+        self
+    }
+
+    /// Set the highest adaptive limit.
+    pub fn with_max(mut self, max: usize) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// Set the shortest sampling window.
+    pub fn with_window(mut self, window: Duration) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Set the fewest samples a window needs before the limit moves.
+    pub fn with_min_window_samples(mut self, samples: u32) -> Self {
+        self.min_window_samples = samples;
+        self
+    }
+
+    /// Set the floor's fraction of the shown concurrency (0 turns the floor off).
+    pub fn with_floor_ratio(mut self, ratio: f64) -> Self {
+        self.floor_ratio = ratio;
+        self
+    }
+
+    /// Set how many windows the floor remembers.
+    pub fn with_floor_windows(mut self, windows: u32) -> Self {
+        self.floor_windows = windows;
         self
     }
 
@@ -128,25 +175,28 @@ impl LimitConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<(), ConfigError> {
-        let bad = |msg: String| Err(ConfigError(msg));
+        let bad = |field: &'static str, reason: String| Err(ConfigError::new(field, reason));
         if self.initial == 0 {
-            return bad("limit.initial must be at least 1".into());
+            return bad("limit.initial", "must be at least 1".into());
         }
         if self.algorithm != Algorithm::Fixed {
             if self.min == 0 || self.min > self.max {
-                return bad(format!("limit bounds must satisfy 1 <= min <= max (min {}, max {})", self.min, self.max));
+                return bad(
+                    "limit.min",
+                    format!("bounds must satisfy 1 <= min <= max (min {}, max {})", self.min, self.max),
+                );
             }
             if !(self.min..=self.max).contains(&self.initial) {
-                return bad(format!(
-                    "limit.initial {} must lie within min {} ..= max {}",
-                    self.initial, self.min, self.max
-                ));
+                return bad(
+                    "limit.initial",
+                    format!("{} must lie within min {} ..= max {}", self.initial, self.min, self.max),
+                );
             }
             if !(0.0..=1.0).contains(&self.floor_ratio) {
-                return bad(format!("limit.floor_ratio must lie in 0 ..= 1, got {}", self.floor_ratio));
+                return bad("limit.floor_ratio", format!("must be a fraction in 0 ..= 1, got {}", self.floor_ratio));
             }
-            if self.window_ms == 0 && self.min_window_samples == 0 {
-                return bad("limit.window_ms and limit.min_window_samples cannot both be 0".into());
+            if self.window.is_zero() && self.min_window_samples == 0 {
+                return bad("limit.window", "window and min_window_samples cannot both be 0".into());
             }
         }
         match self.algorithm {
@@ -158,33 +208,62 @@ impl LimitConfig {
 }
 
 /// AIMD parameters.
+///
+/// ```toml
+/// backoff_ratio = 0.9
+/// increase = 1
+/// latency_threshold = "100ms"
+/// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AimdConfig {
-    /// The limit is multiplied by this on a bad window. Default 0.9.
+    /// The limit is multiplied by this fraction on a bad window. Default 0.9.
     pub backoff_ratio: f64,
     /// The limit grows by this after a good window in which at least half of it was used. Default 1.
     pub increase: f64,
-    /// A window whose average latency exceeds this is bad, milliseconds. Default 100.
-    pub latency_threshold_ms: u64,
+    /// A window whose average latency exceeds this is bad. Default `"100ms"`.
+    #[serde(with = "phalanx_core::duration")]
+    pub latency_threshold: Duration,
 }
 
 impl Default for AimdConfig {
     fn default() -> Self {
-        AimdConfig { backoff_ratio: 0.9, increase: 1.0, latency_threshold_ms: 100 }
+        AimdConfig { backoff_ratio: 0.9, increase: 1.0, latency_threshold: Duration::from_millis(100) }
     }
 }
 
 impl AimdConfig {
+    /// Set the fraction the limit is multiplied by on a bad window.
+    pub fn with_backoff_ratio(mut self, ratio: f64) -> Self {
+        self.backoff_ratio = ratio;
+        self
+    }
+
+    /// Set the growth after a good window.
+    pub fn with_increase(mut self, increase: f64) -> Self {
+        self.increase = increase;
+        self
+    }
+
+    /// Set the average latency above which a window is bad.
+    pub fn with_latency_threshold(mut self, threshold: Duration) -> Self {
+        self.latency_threshold = threshold;
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !(self.backoff_ratio > 0.0 && self.backoff_ratio < 1.0) {
-            return Err(ConfigError(format!("aimd.backoff_ratio must lie in (0, 1), got {}", self.backoff_ratio)));
+            return Err(ConfigError::new(
+                "limit.aimd.backoff_ratio",
+                format!("must be a fraction in (0, 1), got {}", self.backoff_ratio),
+            ));
         }
         if !(self.increase > 0.0 && self.increase.is_finite()) {
-            return Err(ConfigError(format!("aimd.increase must be positive, got {}", self.increase)));
+            return Err(ConfigError::new("limit.aimd.increase", format!("must be positive, got {}", self.increase)));
         }
-        if self.latency_threshold_ms == 0 {
-            return Err(ConfigError("aimd.latency_threshold_ms must be positive".into()));
+        if self.latency_threshold.is_zero() {
+            return Err(ConfigError::new("limit.aimd.latency_threshold", "must be positive"));
         }
         Ok(())
     }
@@ -193,6 +272,7 @@ impl AimdConfig {
 /// Gradient2 parameters (the defaults are those of Netflix's concurrency-limits).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct Gradient2Config {
     /// How much the short-term latency may exceed the long-term one before the limit shrinks.
     /// Default 1.5. Lower values hold latency closer to the unloaded one at some cost in
@@ -213,18 +293,48 @@ impl Default for Gradient2Config {
 }
 
 impl Gradient2Config {
+    /// Set how much the short-term latency may exceed the long-term one (at least 1).
+    pub fn with_tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
+    /// Set how far the limit moves toward its estimate per window, a fraction in (0, 1].
+    pub fn with_smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing;
+        self
+    }
+
+    /// Set the windows of the long-term latency average.
+    pub fn with_long_window(mut self, windows: u32) -> Self {
+        self.long_window = windows;
+        self
+    }
+
+    /// Set the headroom added to the estimate each window.
+    pub fn with_queue_size(mut self, queue_size: f64) -> Self {
+        self.queue_size = queue_size;
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if !(self.tolerance >= 1.0 && self.tolerance.is_finite()) {
-            return Err(ConfigError(format!("gradient2.tolerance must be >= 1, got {}", self.tolerance)));
+            return Err(ConfigError::new("limit.gradient2.tolerance", format!("must be >= 1, got {}", self.tolerance)));
         }
         if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
-            return Err(ConfigError(format!("gradient2.smoothing must lie in (0, 1], got {}", self.smoothing)));
+            return Err(ConfigError::new(
+                "limit.gradient2.smoothing",
+                format!("must be a fraction in (0, 1], got {}", self.smoothing),
+            ));
         }
         if self.long_window == 0 {
-            return Err(ConfigError("gradient2.long_window must be at least 1".into()));
+            return Err(ConfigError::new("limit.gradient2.long_window", "must be at least 1"));
         }
         if !(self.queue_size >= 0.0 && self.queue_size.is_finite()) {
-            return Err(ConfigError(format!("gradient2.queue_size must be >= 0, got {}", self.queue_size)));
+            return Err(ConfigError::new(
+                "limit.gradient2.queue_size",
+                format!("must be >= 0, got {}", self.queue_size),
+            ));
         }
         Ok(())
     }
@@ -234,23 +344,48 @@ impl Gradient2Config {
 /// class's default (see [`ClassPolicy::default_for`]).
 ///
 /// ```toml
-/// share = 0.1            # at most 10 % of the limit in flight
-/// max_queue = 50         # at most 50 waiting
-/// queue_timeout_ms = 50  # wait at most 50 ms, then 503
+/// share = 0.1              # at most a tenth of the limit in flight
+/// max_queue = 50           # at most 50 waiting
+/// queue_timeout = "50ms"   # wait at most 50 ms, then 503
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClassOverrides {
-    /// The fraction of the limit this class may hold in flight, 0 < share <= 1.
+    /// The fraction of the limit this class may hold in flight, 0 < share <= 1. Default: the
+    /// class's (see [`ClassPolicy::default_for`]).
     pub share: Option<f64>,
     /// How many requests of this class may wait; 0 sheds at once when it cannot be admitted.
+    /// Default: the class's.
     pub max_queue: Option<usize>,
-    /// How long a request of this class may wait, milliseconds; 0 sheds at once.
-    pub queue_timeout_ms: Option<u64>,
+    /// How long a request of this class may wait; `"0"` sheds at once. Default: the class's.
+    #[serde(with = "phalanx_core::duration::option")]
+    pub queue_timeout: Option<Duration>,
+}
+
+impl ClassOverrides {
+    /// Override the share.
+    pub fn with_share(mut self, share: f64) -> Self {
+        self.share = Some(share);
+        self
+    }
+
+    /// Override the queue bound.
+    pub fn with_max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = Some(max_queue);
+        self
+    }
+
+    /// Override the queue deadline.
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = Some(timeout);
+        self
+    }
 }
 
 /// The effective policy of one priority class.
 #[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
 pub struct ClassPolicy {
     /// The fraction of the limit this class may hold in flight.
     pub share: f64,
@@ -281,6 +416,24 @@ impl ClassPolicy {
         ClassPolicy { share, max_queue, queue_timeout: Duration::from_millis(ms) }
     }
 
+    /// Set the fraction of the limit the class may hold in flight.
+    pub fn with_share(mut self, share: f64) -> Self {
+        self.share = share;
+        self
+    }
+
+    /// Set how many requests of the class may wait.
+    pub fn with_max_queue(mut self, max_queue: usize) -> Self {
+        self.max_queue = max_queue;
+        self
+    }
+
+    /// Set how long a request of the class may wait.
+    pub fn with_queue_timeout(mut self, timeout: Duration) -> Self {
+        self.queue_timeout = timeout;
+        self
+    }
+
     fn apply(mut self, o: &ClassOverrides) -> Self {
         if let Some(share) = o.share {
             self.share = share;
@@ -288,23 +441,28 @@ impl ClassPolicy {
         if let Some(n) = o.max_queue {
             self.max_queue = n;
         }
-        if let Some(ms) = o.queue_timeout_ms {
-            self.queue_timeout = Duration::from_millis(ms);
+        if let Some(timeout) = o.queue_timeout {
+            self.queue_timeout = timeout;
         }
         self
     }
 
     pub(crate) fn validate(&self, priority: Priority) -> Result<(), ConfigError> {
         if !(self.share > 0.0 && self.share <= 1.0) {
-            return Err(ConfigError(format!("classes.{priority}.share must lie in (0, 1], got {}", self.share)));
+            return Err(ConfigError::new(
+                format!("classes.{priority}.share"),
+                format!("must be a fraction in (0, 1], got {}", self.share),
+            ));
         }
         Ok(())
     }
 }
 
-/// The per-class overrides, one table per class.
+/// The per-class overrides, one table per class. Default: no overrides (every class keeps
+/// [`ClassPolicy::default_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ClassesConfig {
     /// Critical.
     pub critical: ClassOverrides,
@@ -319,6 +477,18 @@ pub struct ClassesConfig {
 }
 
 impl ClassesConfig {
+    /// Set the overrides of one class.
+    pub fn with_class(mut self, priority: Priority, overrides: ClassOverrides) -> Self {
+        *match priority {
+            Priority::Critical => &mut self.critical,
+            Priority::High => &mut self.high,
+            Priority::Normal => &mut self.normal,
+            Priority::Low => &mut self.low,
+            Priority::Background => &mut self.background,
+        } = overrides;
+        self
+    }
+
     /// The effective policies, indexed by [`Priority::index`].
     pub fn policies(&self) -> [ClassPolicy; 5] {
         let overrides = [&self.critical, &self.high, &self.normal, &self.low, &self.background];
@@ -334,7 +504,7 @@ impl ClassesConfig {
 ///
 /// ```toml
 /// name = "api"
-/// retry_after_ms = 1000
+/// retry_after = "1s"
 ///
 /// [limit]
 /// algorithm = "gradient2"
@@ -344,50 +514,68 @@ impl ClassesConfig {
 ///
 /// [classes.background]
 /// share = 0.1
-/// queue_timeout_ms = 20
+/// queue_timeout = "20ms"
 /// ```
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AdmissionConfig {
     /// Names the limiter in metrics (`limiter` attribute) and `/status`. Default `"default"`.
     pub name: String,
-    /// The `Retry-After` of shed answers, milliseconds (rounded up to whole seconds). Default 1000.
-    pub retry_after_ms: u64,
+    /// The `Retry-After` of shed answers (rounded up to whole seconds). Default `"1s"`.
+    #[serde(with = "phalanx_core::duration")]
+    pub retry_after: Duration,
     /// The most requests waiting over all classes together; when full, a request evicts the
     /// newest waiter of a lower class or is shed. Default 0: only the per-class bounds apply.
     pub max_queued_total: usize,
-    /// The concurrency limit.
+    /// The concurrency limit. Default [`LimitConfig::default`] (Gradient2 from 20 in 1..=1000).
     pub limit: LimitConfig,
-    /// The per-class policies.
+    /// The per-class policies. Default: [`ClassPolicy::default_for`] each class.
     pub classes: ClassesConfig,
+}
+
+impl AdmissionConfig {
+    /// Set the limiter's name.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Set the `Retry-After` of shed answers.
+    pub fn with_retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// Set the bound over all classes' queues (0: none).
+    pub fn with_max_queued_total(mut self, max: usize) -> Self {
+        self.max_queued_total = max;
+        self
+    }
+
+    /// Set the concurrency limit.
+    pub fn with_limit(mut self, limit: LimitConfig) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// Set the per-class overrides.
+    pub fn with_classes(mut self, classes: ClassesConfig) -> Self {
+        self.classes = classes;
+        self
+    }
 }
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
         AdmissionConfig {
             name: "default".into(),
-            retry_after_ms: 1000,
+            retry_after: Duration::from_secs(1),
             max_queued_total: 0,
             limit: LimitConfig::default(),
             classes: ClassesConfig::default(),
         }
     }
-}
-
-/// An invalid admission configuration, with what is wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub(crate) String);
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid admission configuration: {}", self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-fn duration_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 #[cfg(test)]
@@ -405,21 +593,25 @@ mod tests {
             min = 5
             max = 300
             [limit.aimd]
-            latency_threshold_ms = 40
+            latency_threshold = "40ms"
             [classes.background]
             share = 0.2
+            [classes.low]
+            queue_timeout = "0"
             "#,
         )
         .unwrap();
         assert_eq!(cfg.name, "api");
         assert_eq!(cfg.limit.algorithm, Algorithm::Aimd);
-        assert_eq!(cfg.limit.aimd.latency_threshold_ms, 40);
+        assert_eq!(cfg.limit.aimd.latency_threshold, Duration::from_millis(40));
+        assert_eq!(cfg.retry_after, Duration::from_secs(1));
         assert_eq!(cfg.limit.aimd.backoff_ratio, 0.9);
         let policies = cfg.classes.policies();
         let bg = policies[Priority::Background.index()];
         assert_eq!(bg.share, 0.2);
         assert_eq!(bg.max_queue, 50);
         assert_eq!(bg.queue_timeout, Duration::from_millis(50));
+        assert_eq!(policies[Priority::Low.index()].queue_timeout, Duration::ZERO);
         assert_eq!(policies[Priority::Critical.index()], ClassPolicy::default_for(Priority::Critical));
         assert!(cfg.limit.validate().is_ok());
     }
@@ -427,10 +619,14 @@ mod tests {
     #[test]
     fn invalid_values_are_named_in_the_error() {
         let err = LimitConfig::gradient2(50, 60, 100).validate().unwrap_err();
-        assert!(err.to_string().contains("limit.initial 50"), "{err}");
-        let err =
-            ClassPolicy { share: 1.5, ..ClassPolicy::default_for(Priority::Low) }.validate(Priority::Low).unwrap_err();
-        assert!(err.to_string().contains("classes.low.share"), "{err}");
+        assert_eq!(err.field(), "limit.initial");
+        assert!(err.to_string().contains("50 must lie within"), "{err}");
+        let err = ClassPolicy::default_for(Priority::Low).with_share(1.5).validate(Priority::Low).unwrap_err();
+        assert_eq!(err.field(), "classes.low.share");
+        let err = LimitConfig::aimd(10, 1, 20, Duration::ZERO).validate().unwrap_err();
+        assert_eq!(err.field(), "limit.aimd.latency_threshold");
         assert!(toml::from_str::<AdmissionConfig>("limits = 3").is_err());
+        assert!(toml::from_str::<AdmissionConfig>("retry_after = 1000").is_err(), "a bare number has no unit");
+        assert!(toml::from_str::<AdmissionConfig>("retry_after_ms = 1000").is_err(), "the old name is refused");
     }
 }

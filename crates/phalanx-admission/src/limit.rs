@@ -139,10 +139,9 @@ impl Limiter {
     pub(crate) fn new(cfg: &LimitConfig) -> Self {
         let rule = match cfg.algorithm {
             Algorithm::Fixed => Rule::Fixed,
-            Algorithm::Aimd => Rule::Aimd {
-                params: cfg.aimd.clone(),
-                threshold: Duration::from_millis(cfg.aimd.latency_threshold_ms).as_secs_f64(),
-            },
+            Algorithm::Aimd => {
+                Rule::Aimd { params: cfg.aimd.clone(), threshold: cfg.aimd.latency_threshold.as_secs_f64() }
+            }
             Algorithm::Gradient2 => {
                 Rule::Gradient2 { params: cfg.gradient2.clone(), long_rtt: ExpAverage::new(cfg.gradient2.long_window) }
             }
@@ -156,7 +155,7 @@ impl Limiter {
             min: min as f64,
             max: max as f64,
             estimate: cfg.initial as f64,
-            window_len: Duration::from_millis(cfg.window_ms),
+            window_len: cfg.window,
             min_samples: cfg.min_window_samples,
             window_start: Instant::now(),
             samples: 0,
@@ -294,8 +293,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_shrink_that_does_not_lower_the_latency_is_undone_and_held() {
-        let cfg = LimitConfig { floor_ratio: 0.0, ..LimitConfig::aimd(100, 5, 200, Duration::from_millis(50)) }
-            .window(Duration::from_millis(100), 1);
+        let cfg = LimitConfig::aimd(100, 5, 200, Duration::from_millis(50))
+            .with_floor_ratio(0.0)
+            .with_window(Duration::from_millis(100))
+            .with_min_window_samples(1);
         let mut limiter = Limiter::new(&cfg);
         let mut t = Instant::now();
         let mut window = |limiter: &mut Limiter, rtt_ms: u64, in_flight: usize| {
@@ -351,8 +352,10 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn limiter_applies_windows_within_bounds() {
-        let cfg = LimitConfig { floor_ratio: 0.0, ..LimitConfig::aimd(10, 5, 12, Duration::from_millis(50)) }
-            .window(Duration::from_millis(100), 2);
+        let cfg = LimitConfig::aimd(10, 5, 12, Duration::from_millis(50))
+            .with_floor_ratio(0.0)
+            .with_window(Duration::from_millis(100))
+            .with_min_window_samples(2);
         let mut limiter = Limiter::new(&cfg);
         let t0 = Instant::now();
         assert_eq!(limiter.sample(t0, Duration::from_millis(10), 10, false), None, "window still open");

@@ -1,5 +1,5 @@
 //! The state every clone of the service shares: the limit, the in-flight counts, the priority
-//! queue, and the RAII [`Permit`] that gives a slot back.
+//! queue, and the RAII [`AdmissionPermit`] that gives a slot back.
 
 use std::{
     collections::VecDeque,
@@ -53,7 +53,7 @@ impl ShedReason {
 
 struct Waiter {
     id: u64,
-    grant: oneshot::Sender<Permit>,
+    grant: oneshot::Sender<AdmissionPermit>,
 }
 
 struct State {
@@ -109,9 +109,9 @@ pub(crate) struct Shared {
 /// What became of a request on arrival.
 pub(crate) enum Admission {
     /// Admitted at once.
-    Now(Permit),
+    Now(AdmissionPermit),
     /// Waiting; the receiver gets the permit, or closes when the waiter is evicted.
-    Queued(QueueTicket, oneshot::Receiver<Permit>),
+    Queued(QueueTicket, oneshot::Receiver<AdmissionPermit>),
     /// Refused.
     Shed(ShedReason),
 }
@@ -183,7 +183,7 @@ impl Shared {
             state.take_slot(class);
             drop(state);
             self.counters.admitted[class].fetch_add(1, Ordering::Relaxed);
-            return Admission::Now(Permit { shared: self.clone(), class });
+            return Admission::Now(AdmissionPermit { shared: self.clone(), class });
         }
         let share_bound = state.in_flight < state.limit;
         if policy.max_queue == 0 || policy.queue_timeout.is_zero() {
@@ -263,7 +263,7 @@ impl Shared {
     /// whose drop passes the slot on.
     fn deliver(self: &Arc<Self>, granted: Vec<(usize, Waiter)>) {
         for (class, waiter) in granted {
-            let permit = Permit { shared: self.clone(), class };
+            let permit = AdmissionPermit { shared: self.clone(), class };
             if waiter.grant.send(permit).is_ok() {
                 self.counters.admitted[class].fetch_add(1, Ordering::Relaxed);
             }
@@ -307,25 +307,28 @@ impl Shared {
     }
 }
 
-/// One admitted request's slot; dropping it gives the slot back and admits the next waiter.
-pub(crate) struct Permit {
+/// One admitted request's slot, held by its response body ([`crate::AdmissionBody`]); dropping
+/// it gives the slot back and admits the next waiter.
+pub struct AdmissionPermit {
     shared: Arc<Shared>,
     class: usize,
 }
 
-impl Permit {
+impl AdmissionPermit {
     pub(crate) fn shared(&self) -> &Arc<Shared> {
         &self.shared
     }
 }
 
-impl std::fmt::Debug for Permit {
+impl std::fmt::Debug for AdmissionPermit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Permit").field("limiter", &self.shared.name).field("class", &self.class).finish()
+        f.debug_struct("AdmissionPermit").field("limiter", &self.shared.name).field("class", &self.class).finish()
     }
 }
 
-impl Drop for Permit {
+impl phalanx_core::BodyGuard for AdmissionPermit {}
+
+impl Drop for AdmissionPermit {
     fn drop(&mut self) {
         self.shared.release(self.class);
     }

@@ -13,7 +13,7 @@ use std::{
 
 use common::{request, Capacity};
 use http::StatusCode;
-use phalanx_admission::{AdmissionHandle, AdmissionLayer, Gradient2Config, LimitConfig};
+use phalanx_admission::{AdmissionLayer, Gradient2Config, LimitConfig};
 use phalanx_core::Priority;
 use tokio::time::Instant;
 use tower::{Layer, ServiceExt};
@@ -43,7 +43,7 @@ fn offer_load(layer: &AdmissionLayer, capacity: &Capacity, clients: usize) -> Ar
 }
 
 /// The limit every 100 ms for `span`.
-async fn trace_limit(handle: &AdmissionHandle, span: Duration) -> Vec<usize> {
+async fn trace_limit(handle: &AdmissionLayer, span: Duration) -> Vec<usize> {
     let end = Instant::now() + span;
     let mut limits = Vec::new();
     while Instant::now() < end {
@@ -59,7 +59,7 @@ async fn trace_limit(handle: &AdmissionHandle, span: Duration) -> Vec<usize> {
 
 fn layer(limit: LimitConfig) -> AdmissionLayer {
     AdmissionLayer::builder()
-        .limit(limit.window(WINDOW, 20))
+        .limit(limit.with_window(WINDOW).with_min_window_samples(20))
         .share(Priority::Normal, 1.0)
         .max_queue(Priority::Normal, 1000)
         .queue_timeout(Priority::Normal, Duration::from_secs(30))
@@ -74,7 +74,7 @@ fn range(limits: &[usize]) -> (usize, usize) {
 /// A tight tolerance: this handler's latency rises in proportion to the excess concurrency, so
 /// Netflix's default 1.5 would settle where latency is 1.5 times the unloaded one (~75).
 fn gradient2() -> LimitConfig {
-    LimitConfig::gradient2(10, 5, 500).with_gradient2(Gradient2Config { tolerance: 1.1, ..Default::default() })
+    LimitConfig::gradient2(10, 5, 500).with_gradient2(Gradient2Config::default().with_tolerance(1.1))
 }
 
 /// Back off when a window's latency exceeds 1.3 times the service time.
@@ -85,7 +85,7 @@ fn aimd() -> LimitConfig {
 async fn settles_near_capacity(limit: LimitConfig) {
     let capacity = Capacity::new(WORKERS, SERVICE_TIME);
     let layer = layer(limit);
-    let handle = layer.handle();
+    let handle = layer.clone();
     let stop = offer_load(&layer, &capacity, 200);
     let warmup = trace_limit(&handle, Duration::from_secs(15)).await;
     let settled = trace_limit(&handle, Duration::from_secs(20)).await;
@@ -113,7 +113,7 @@ async fn aimd_settles_near_the_handlers_capacity() {
 async fn holds_through_a_slowdown_it_does_not_cause(limit: LimitConfig) {
     let capacity = Capacity::new(WORKERS, SERVICE_TIME);
     let layer = layer(limit);
-    let handle = layer.handle();
+    let handle = layer.clone();
     let stop = offer_load(&layer, &capacity, 200);
     let before = trace_limit(&handle, Duration::from_secs(15)).await;
     let before_end = *before.last().unwrap();
@@ -150,7 +150,7 @@ async fn aimd_holds_through_a_slowdown_it_does_not_cause() {
 async fn comes_down_from_far_above_capacity(limit: LimitConfig) {
     let capacity = Capacity::new(WORKERS, SERVICE_TIME);
     let layer = layer(limit);
-    let handle = layer.handle();
+    let handle = layer.clone();
     let stop = offer_load(&layer, &capacity, 400);
     let descent = trace_limit(&handle, Duration::from_secs(20)).await;
     let later = trace_limit(&handle, Duration::from_secs(10)).await;
@@ -169,7 +169,7 @@ async fn aimd_comes_down_from_far_above_capacity() {
 async fn the_limit_does_not_grow_while_less_than_half_is_used() {
     let capacity = Capacity::new(WORKERS, SERVICE_TIME);
     let layer = layer(LimitConfig::gradient2(40, 5, 500));
-    let handle = layer.handle();
+    let handle = layer.clone();
     let stop = offer_load(&layer, &capacity, 15);
     let limits = trace_limit(&handle, Duration::from_secs(10)).await;
     stop.store(true, Ordering::Relaxed);

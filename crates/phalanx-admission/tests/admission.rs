@@ -17,7 +17,7 @@ use http::{header, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Empty};
 use parking_lot::Mutex;
-use phalanx_admission::{AdmissionHandle, AdmissionLayer, LimitConfig, ShedReason};
+use phalanx_admission::{AdmissionLayer, LimitConfig, ShedReason};
 use phalanx_core::{problem::types, Priority};
 use tokio::{
     sync::{mpsc, Semaphore},
@@ -61,7 +61,7 @@ impl Gate {
 }
 
 /// Let spawned tasks run until the limiter shows `in_flight + queued == n`.
-async fn settle(handle: &AdmissionHandle, n: usize) {
+async fn settle(handle: &AdmissionLayer, n: usize) {
     for _ in 0..1000 {
         let s = handle.snapshot();
         if s.in_flight + s.queued == n {
@@ -72,7 +72,7 @@ async fn settle(handle: &AdmissionHandle, n: usize) {
     panic!("limiter never reached {n} requests: {:?}", handle.snapshot());
 }
 
-fn patient(mut builder: phalanx_admission::AdmissionBuilder) -> phalanx_admission::AdmissionBuilder {
+fn patient(mut builder: phalanx_admission::AdmissionLayerBuilder) -> phalanx_admission::AdmissionLayerBuilder {
     for p in Priority::ALL {
         builder = builder.share(p, 1.0).queue_timeout(p, Duration::from_secs(60));
     }
@@ -82,7 +82,7 @@ fn patient(mut builder: phalanx_admission::AdmissionBuilder) -> phalanx_admissio
 #[tokio::test(start_paused = true)]
 async fn queued_requests_are_admitted_highest_class_first_and_fifo_within_a_class() {
     let layer = patient(AdmissionLayer::builder().limit(LimitConfig::fixed(1))).build().unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let gate = Gate::default();
     let svc = layer.layer(gate.service());
     let arrivals = [
@@ -123,7 +123,7 @@ async fn a_waiter_is_shed_at_its_deadline_and_a_full_queue_sheds_at_once() {
         .retry_after(Duration::from_secs(2))
         .build()
         .unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let gate = Gate::default();
     let svc = layer.layer(gate.service());
 
@@ -163,7 +163,7 @@ async fn a_class_is_held_to_its_share_and_cannot_starve_critical_traffic() {
         .queue_timeout(Priority::Background, Duration::from_secs(1))
         .build()
         .unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let gate = Gate::default();
     let svc = layer.layer(gate.service());
 
@@ -209,7 +209,7 @@ async fn a_class_is_held_to_its_share_and_cannot_starve_critical_traffic() {
 #[tokio::test(start_paused = true)]
 async fn a_full_total_queue_evicts_the_newest_waiter_of_the_lowest_class() {
     let layer = patient(AdmissionLayer::builder().limit(LimitConfig::fixed(1)).max_queued_total(2)).build().unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let gate = Gate::default();
     let svc = layer.layer(gate.service());
     let busy = tokio::spawn(svc.clone().oneshot(tagged(Priority::Normal, "busy")));
@@ -252,7 +252,7 @@ impl Body for ChannelBody {
 #[tokio::test(start_paused = true)]
 async fn the_permit_lives_until_the_body_ends_or_is_dropped() {
     let layer = AdmissionLayer::builder().limit(LimitConfig::fixed(1)).build().unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let senders = Arc::new(Mutex::new(Vec::new()));
     let inner = {
         let senders = senders.clone();
@@ -266,7 +266,7 @@ async fn the_permit_lives_until_the_body_ends_or_is_dropped() {
 
     // Streamed to the end.
     let res = svc.clone().oneshot(request(Priority::Normal)).await.unwrap();
-    assert!(res.body().holds_permit());
+    assert!(res.body().holds_guard());
     assert_eq!(handle.snapshot().in_flight, 1, "headers sent, body still streaming");
     let tx = senders.lock().pop().unwrap();
     tx.send(Bytes::from_static(b"chunk")).await.unwrap();
@@ -306,7 +306,7 @@ async fn the_permit_lives_until_the_body_ends_or_is_dropped() {
 #[tokio::test(start_paused = true)]
 async fn the_limit_is_shared_by_every_clone_without_poll_ready() {
     let layer = patient(AdmissionLayer::builder().limit(LimitConfig::fixed(2))).build().unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let gate = Gate::default();
     let svc = layer.layer(gate.service());
     // Clones that were never polled for readiness, as axum's router uses them.
@@ -331,7 +331,7 @@ async fn in_an_axum_router_the_classifiers_priority_orders_the_queue() {
     use phalanx_core::{Classifier, ClassifyLayer};
 
     let layer = patient(AdmissionLayer::builder().limit(LimitConfig::fixed(1))).build().unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let order = Arc::new(Mutex::new(Vec::new()));
     let gate = Arc::new(Semaphore::new(0));
     let work = {

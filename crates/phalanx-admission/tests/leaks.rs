@@ -26,12 +26,12 @@ const CLIENTS: u64 = 50;
 #[tokio::test(start_paused = true)]
 async fn no_permit_leaks_after_100_000_requests_with_cancellations() {
     let layer = AdmissionLayer::builder()
-        .limit(LimitConfig::gradient2(16, 4, 64).window(Duration::from_millis(20), 5))
+        .limit(LimitConfig::gradient2(16, 4, 64).with_window(Duration::from_millis(20)).with_min_window_samples(5))
         .max_queued_total(40)
         .queue_timeout(Priority::Background, Duration::from_millis(2))
         .build()
         .unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let calls = Arc::new(AtomicU64::new(0));
     let inner = {
         let calls = calls.clone();

@@ -12,8 +12,8 @@ use opentelemetry_sdk::metrics::{
     data::{AggregatedMetrics, MetricData},
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
 };
-use phalanx_admission::{AdmissionLayer, AdmissionStatus, LimitConfig, LIMITER_ATTR};
-use phalanx_core::{names, Priority, StatusSource};
+use phalanx_admission::{AdmissionLayer, LimitConfig, LIMITER_ATTR};
+use phalanx_core::{names, Priority};
 use tower::{Layer, ServiceExt};
 
 /// `(name, priority, reason, value)` of every u64 data point.
@@ -68,7 +68,7 @@ async fn gauges_read_the_shared_state_and_sheds_are_counted_by_reason() {
         .meter(provider.meter("test"))
         .build()
         .unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let capacity = Capacity::new(100, Duration::from_secs(10));
     let svc = layer.layer(capacity.service());
 
@@ -98,14 +98,57 @@ async fn gauges_read_the_shared_state_and_sheds_are_counted_by_reason() {
     assert_eq!(value(&p, names::ADMISSION_SHED, "low", "share"), Some(2));
     assert_eq!(value(&p, names::ADMISSION_QUEUED, "low", ""), Some(0));
 
-    let status = AdmissionStatus::new([handle]);
-    assert_eq!(status.name(), "admission");
-    let report = status.report();
-    let low = &report["api"]["classes"]["low"];
-    assert_eq!(report["api"]["limit"], 10);
-    assert_eq!(report["api"]["algorithm"], "fixed");
+    let registry = phalanx_core::StatusRegistry::new();
+    registry.register(handle.clone());
+    let (name, report) = registry.sections().remove(0);
+    assert_eq!(name, "admission");
+    assert_eq!(report["name"], "api");
+    let low = &report["classes"]["low"];
+    assert_eq!(report["limit"], 10);
+    assert_eq!(report["algorithm"], "fixed");
     assert_eq!(low["in_flight"], 3);
     assert_eq!(low["admitted"], 3);
     assert_eq!(low["shed"]["share"], 2);
     assert_eq!(low["shed"]["queue_full"], 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn from_config_records_through_the_meter_of_the_deps() {
+    let exporter = InMemoryMetricExporter::default();
+    let provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(exporter.clone()).build()).build();
+    let config: phalanx_admission::AdmissionConfig = toml::from_str(
+        r#"
+        name = "api"
+        retry_after = "3s"
+        [limit]
+        algorithm = "fixed"
+        initial = 1
+        [classes.low]
+        max_queue = 0
+        "#,
+    )
+    .unwrap();
+    let deps = phalanx_core::Deps::new().meter(provider.meter("test"));
+    let layer = AdmissionLayer::from_config(&config, &deps).unwrap();
+    assert_eq!(layer.limiter_name(), "api");
+    let capacity = Capacity::new(10, Duration::from_secs(10));
+    let svc = layer.layer(capacity.service());
+    let running = tokio::spawn(svc.clone().oneshot(request(Priority::Low)));
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    let res = svc.clone().oneshot(request(Priority::Low)).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(res.headers()["retry-after"], "3");
+    provider.force_flush().unwrap();
+    let p = points(&exporter);
+    let shed: u64 = ["share", "queue_full", "deadline"]
+        .iter()
+        .filter_map(|reason| value(&p, names::ADMISSION_SHED, "low", reason))
+        .sum();
+    assert_eq!(shed, 1, "recorded through the meter of the deps: {p:?}");
+    running.abort();
+
+    let bad = AdmissionLayer::from_config(&config.clone().with_limit(LimitConfig::gradient2(5, 10, 20)), &deps);
+    assert_eq!(bad.unwrap_err().field(), "limit.initial");
 }

@@ -45,7 +45,7 @@ async fn at_twice_the_capacity_critical_succeeds_and_admitted_requests_stay_fast
         .queue_timeout(Priority::Background, BACKGROUND_DEADLINE)
         .build()
         .unwrap();
-    let handle = layer.handle();
+    let handle = layer.clone();
     let svc = layer.layer(capacity.service());
     let outcomes = Arc::new(Mutex::new(Vec::new()));
 

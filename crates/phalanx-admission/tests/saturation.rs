@@ -35,7 +35,7 @@ struct Tally {
 /// between 1× and 3× for `span`. Returns the tally.
 async fn run(layer: AdmissionLayer, clients: usize, class_of: fn(usize) -> Priority, span: Duration) -> Arc<Tally> {
     let capacity = Capacity::new(WORKERS, SERVICE_TIME);
-    let handle = layer.handle();
+    let handle = layer.clone();
     let svc = layer.layer(capacity.service());
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));

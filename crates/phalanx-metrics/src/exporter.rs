@@ -5,20 +5,10 @@ use axum::{http::header, response::IntoResponse, routing::get, Router};
 use opentelemetry_sdk::{metrics::SdkMeterProvider, Resource};
 use prometheus::{Encoder, TextEncoder};
 
+use crate::Error;
+
 /// The Prometheus text exposition format, version 0.0.4.
 pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Why the exporter could not be built.
-#[derive(Debug)]
-pub struct ExporterError(String);
-
-impl std::fmt::Display for ExporterError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "prometheus exporter: {}", self.0)
-    }
-}
-
-impl std::error::Error for ExporterError {}
 
 /// An OpenTelemetry meter provider exporting to a Prometheus registry. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -29,12 +19,9 @@ pub struct PrometheusExporter {
 
 impl PrometheusExporter {
     /// A provider for this service name, not installed globally.
-    pub fn new(service_name: &'static str) -> Result<Self, ExporterError> {
+    pub fn new(service_name: &'static str) -> Result<Self, Error> {
         let registry = prometheus::Registry::new();
-        let reader = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .build()
-            .map_err(|e| ExporterError(e.to_string()))?;
+        let reader = opentelemetry_prometheus::exporter().with_registry(registry.clone()).build()?;
         let provider = SdkMeterProvider::builder()
             .with_reader(reader)
             .with_resource(Resource::builder().with_service_name(service_name).build())
@@ -44,7 +31,7 @@ impl PrometheusExporter {
 
     /// A provider for this service name, installed as the global meter provider so that
     /// [`phalanx_core::default_meter`] records into it. Install it before building layers.
-    pub fn install(service_name: &'static str) -> Result<Self, ExporterError> {
+    pub fn install(service_name: &'static str) -> Result<Self, Error> {
         let exporter = Self::new(service_name)?;
         opentelemetry::global::set_meter_provider(exporter.provider.clone());
         Ok(exporter)

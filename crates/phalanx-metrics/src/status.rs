@@ -4,31 +4,21 @@
 use std::sync::Arc;
 
 use axum::{response::IntoResponse, routing::get, Json, Router};
-use phalanx_core::{StatusRegistry, TargetCheck};
+use phalanx_core::{ConfigError, StatusRegistry, TargetCheck};
 use serde_json::{json, Value};
 
-use crate::{process, HttpStats};
-
-/// The latency targets judged from the HTTP figures.
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct LatencyTargets {
-    /// Mean latency must stay below this, in ms. Default 200.
-    pub avg_ms: f64,
-    /// p99 latency must stay below this, in ms. Default 500.
-    pub p99_ms: f64,
-}
-
-impl Default for LatencyTargets {
-    fn default() -> Self {
-        LatencyTargets { avg_ms: 200.0, p99_ms: 500.0 }
-    }
-}
+use crate::{process, Error, HttpStats};
 
 /// What `/status` needs to recommend a replica count: the HPA's formula on this pod's request
 /// rate (`desired = ceil(replicas × rate / target)`, nothing done within the tolerance).
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+///
+/// ```toml
+/// capacity_rps = 1000
+/// target_utilization = 0.6
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct ScalingConfig {
     /// The measured per-pod capacity: the highest request rate at which one pod meets the
     /// latency targets, req/s. Required (0 = no recommendation).
@@ -47,18 +37,6 @@ impl Default for ScalingConfig {
         ScalingConfig { capacity_rps: 0.0, target_utilization: 0.7, replicas: 1, tolerance: 0.1 }
     }
 }
-
-/// An invalid [`ScalingConfig`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ScalingConfigError(String);
-
-impl std::fmt::Display for ScalingConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid scaling configuration: {}", self.0)
-    }
-}
-
-impl std::error::Error for ScalingConfigError {}
 
 /// Scale up, down, or hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -96,20 +74,44 @@ pub struct ScalingRecommendation {
 }
 
 impl ScalingConfig {
+    /// A configuration for this measured per-pod capacity (req/s), the other fields at their
+    /// defaults.
+    pub fn new(capacity_rps: f64) -> Self {
+        ScalingConfig { capacity_rps, ..Self::default() }
+    }
+
+    /// Set the HPA's per-pod target as a fraction of the capacity.
+    pub fn with_target_utilization(mut self, fraction: f64) -> Self {
+        self.target_utilization = fraction;
+        self
+    }
+
+    /// Set the replicas now serving.
+    pub fn with_replicas(mut self, replicas: u32) -> Self {
+        self.replicas = replicas;
+        self
+    }
+
+    /// Set the HPA tolerance, a fraction.
+    pub fn with_tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance;
+        self
+    }
+
     /// Checks the values; `/status` refuses to start on a bad one.
-    pub fn validate(&self) -> Result<(), ScalingConfigError> {
-        let bad = |m: &str| Err(ScalingConfigError(m.to_owned()));
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &'static str, reason: &'static str| Err(ConfigError::new(field, reason));
         if !self.capacity_rps.is_finite() || self.capacity_rps <= 0.0 {
-            return bad("capacity_rps must be a number > 0");
+            return bad("scaling.capacity_rps", "must be a number > 0");
         }
         if !(self.target_utilization > 0.0 && self.target_utilization <= 1.0) {
-            return bad("target_utilization must be in (0, 1]");
+            return bad("scaling.target_utilization", "must be a fraction in (0, 1]");
         }
         if self.replicas == 0 {
-            return bad("replicas must be at least 1");
+            return bad("scaling.replicas", "must be at least 1");
         }
         if !(0.0..1.0).contains(&self.tolerance) {
-            return bad("tolerance must be in [0, 1)");
+            return bad("scaling.tolerance", "must be a fraction in [0, 1)");
         }
         Ok(())
     }
@@ -165,7 +167,9 @@ impl ScalingConfig {
     }
 }
 
-/// Builds the `/status` report. Cheap to clone.
+/// Builds the `/status` report: the figures of a [`crate::MetricsLayer`] (judged against its
+/// latency targets, if any) and every section of a [`StatusRegistry`]. Layers, caches and
+/// pools join the report one way: `registry.register(layer.clone())`. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct StatusReport {
     inner: Arc<Inner>,
@@ -175,7 +179,6 @@ pub struct StatusReport {
 struct Inner {
     http: HttpStats,
     registry: StatusRegistry,
-    targets: LatencyTargets,
     cpu: process::CpuMeter,
     scaling: Option<ScalingConfig>,
 }
@@ -183,25 +186,17 @@ struct Inner {
 impl StatusReport {
     /// A report over these HTTP figures and registered sections.
     pub fn new(http: HttpStats, registry: StatusRegistry) -> Self {
-        Self::with_targets(http, registry, LatencyTargets::default())
-    }
-
-    /// A report judging these latency targets.
-    pub fn with_targets(http: HttpStats, registry: StatusRegistry, targets: LatencyTargets) -> Self {
-        StatusReport {
-            inner: Arc::new(Inner { http, registry, targets, cpu: process::CpuMeter::default(), scaling: None }),
-        }
+        StatusReport { inner: Arc::new(Inner { http, registry, cpu: process::CpuMeter::default(), scaling: None }) }
     }
 
     /// Adds the `scaling_recommendations` section: the replicas this pod's load implies.
-    pub fn with_scaling(self, scaling: ScalingConfig) -> Result<Self, ScalingConfigError> {
+    pub fn with_scaling(self, scaling: ScalingConfig) -> Result<Self, Error> {
         scaling.validate()?;
         let i = &*self.inner;
         Ok(StatusReport {
             inner: Arc::new(Inner {
                 http: i.http.clone(),
                 registry: i.registry.clone(),
-                targets: i.targets,
                 cpu: process::CpuMeter::default(),
                 scaling: Some(scaling),
             }),
@@ -212,10 +207,15 @@ impl StatusReport {
     pub fn render(&self) -> Value {
         let inner = &*self.inner;
         let recent = inner.http.recent();
-        let mut targets = vec![
-            TargetCheck::below("avg_latency_ms", recent.avg_ms, inner.targets.avg_ms),
-            TargetCheck::below("p99_latency_ms", recent.p99_ms, inner.targets.p99_ms),
-        ];
+        let latency = inner.http.targets();
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let mut targets = Vec::new();
+        if let Some(avg) = latency.avg {
+            targets.push(TargetCheck::below("avg_latency_ms", recent.avg_ms, ms(avg)));
+        }
+        if let Some(p99) = latency.p99 {
+            targets.push(TargetCheck::below("p99_latency_ms", recent.p99_ms, ms(p99)));
+        }
         targets.extend(inner.registry.targets());
         let all_met = targets.iter().all(|t| t.met != Some(false));
         let mut report = json!({

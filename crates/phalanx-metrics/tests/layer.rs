@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use phalanx_core::StatusRegistry;
-use phalanx_metrics::{MetricsLayer, PrometheusExporter, StatusReport};
+use phalanx_metrics::{LatencyTargets, MetricsConfig, MetricsLayer, PrometheusExporter, StatusReport};
 use tower::ServiceExt;
 
 fn exporter() -> PrometheusExporter {
@@ -65,7 +65,7 @@ fn sample(text: &str, prefix: &str, needles: &[&str]) -> Option<f64> {
 #[tokio::test]
 async fn counts_and_labels_are_right() {
     let exporter = exporter();
-    let metrics = MetricsLayer::with_meter(&exporter.meter());
+    let metrics = MetricsLayer::builder().meter(exporter.meter()).build().unwrap();
     let app = app(&metrics);
     for id in 0..3 {
         drain(send(&app, "GET", &format!("/items/{id}")).await).await;
@@ -95,7 +95,7 @@ async fn counts_and_labels_are_right() {
 #[tokio::test]
 async fn ten_thousand_unknown_paths_make_one_series() {
     let exporter = exporter();
-    let metrics = MetricsLayer::with_meter(&exporter.meter());
+    let metrics = MetricsLayer::builder().meter(exporter.meter()).build().unwrap();
     let app = app(&metrics);
     for i in 0..10_000 {
         let res = send(&app, "GET", &format!("/no/such/path/{i}")).await;
@@ -120,7 +120,7 @@ async fn ten_thousand_unknown_paths_make_one_series() {
 #[tokio::test]
 async fn active_requests_return_to_zero_after_streaming_bodies_are_dropped_midway() {
     let exporter = exporter();
-    let metrics = MetricsLayer::with_meter(&exporter.meter());
+    let metrics = MetricsLayer::builder().meter(exporter.meter()).build().unwrap();
     let app = app(&metrics);
     let mut open = Vec::new();
     for _ in 0..5 {
@@ -146,7 +146,7 @@ async fn active_requests_return_to_zero_after_streaming_bodies_are_dropped_midwa
 #[tokio::test(start_paused = true)]
 async fn duration_runs_until_the_body_ends() {
     let exporter = exporter();
-    let metrics = MetricsLayer::with_meter(&exporter.meter());
+    let metrics = MetricsLayer::builder().meter(exporter.meter()).build().unwrap();
     let app = Router::new()
         .route(
             "/slow",
@@ -179,7 +179,8 @@ async fn status_report_has_http_process_sections_and_targets() {
         }
     }
     let exporter = exporter();
-    let metrics = MetricsLayer::with_meter(&exporter.meter());
+    let targets = LatencyTargets::new().with_avg(Duration::from_millis(200)).with_p99(Duration::from_millis(500));
+    let metrics = MetricsLayer::builder().meter(exporter.meter()).targets(targets).build().unwrap();
     let registry = StatusRegistry::new();
     registry.register(Cache);
     let status = StatusReport::new(metrics.stats(), registry);
@@ -201,6 +202,8 @@ async fn status_report_has_http_process_sections_and_targets() {
     let targets = doc["targets"].as_array().unwrap();
     let by_name = |n: &str| targets.iter().find(|t| t["name"] == n).unwrap().clone();
     assert_eq!(by_name("avg_latency_ms")["met"], true);
+    assert_eq!(by_name("avg_latency_ms")["target"], "< 200");
+    assert_eq!(by_name("p99_latency_ms")["target"], "< 500");
     assert_eq!(by_name("cache_hit_ratio")["met"], false);
     assert_eq!(doc["targets_met"], false);
 
@@ -213,7 +216,7 @@ async fn status_report_has_http_process_sections_and_targets() {
 #[tokio::test]
 async fn metrics_pass_promtool_check_when_available() {
     let exporter = exporter();
-    let metrics = MetricsLayer::with_meter(&exporter.meter());
+    let metrics = MetricsLayer::builder().meter(exporter.meter()).build().unwrap();
     let app = app(&metrics);
     drain(send(&app, "GET", "/items/1").await).await;
     let text = exporter.render();
@@ -239,4 +242,32 @@ async fn metrics_pass_promtool_check_when_available() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test]
+async fn no_latency_target_is_judged_unless_configured() {
+    let metrics = MetricsLayer::new();
+    let app = Router::new().route("/items/{id}", get(|| async { "item" })).layer(metrics.clone());
+    drain(send(&app, "GET", "/items/1").await).await;
+    let doc = StatusReport::new(metrics.stats(), StatusRegistry::new()).render();
+    assert_eq!(doc["http"]["requests"], 1);
+    assert_eq!(doc["targets"], serde_json::json!([]), "{doc}");
+    assert_eq!(doc["targets_met"], true);
+
+    // From a configuration file: the targets as duration strings, the meter from the deps.
+    let config: MetricsConfig = toml::from_str("[targets]\np99 = \"250ms\"").unwrap();
+    let deps = phalanx_core::Deps::new().meter(exporter().meter());
+    let metrics = MetricsLayer::from_config(&config, &deps).unwrap();
+    assert_eq!(metrics.stats().targets().p99, Some(Duration::from_millis(250)));
+    let doc = StatusReport::new(metrics.stats(), StatusRegistry::new()).render();
+    let targets = doc["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 1, "{doc}");
+    assert_eq!(targets[0]["name"], "p99_latency_ms");
+    assert_eq!(targets[0]["met"], serde_json::Value::Null, "no requests yet: not enough data");
+
+    let bad = MetricsLayer::builder().targets(LatencyTargets::new().with_avg(Duration::ZERO)).build().unwrap_err();
+    match bad {
+        phalanx_metrics::Error::Config(e) => assert_eq!(e.field(), "targets.avg"),
+        other => panic!("{other}"),
+    }
 }

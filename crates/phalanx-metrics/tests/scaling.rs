@@ -8,7 +8,7 @@ use phalanx_metrics::{MetricsLayer, ScalingAction, ScalingConfig, StatusReport};
 use tower::ServiceExt;
 
 fn config(capacity: f64, replicas: u32) -> ScalingConfig {
-    ScalingConfig { capacity_rps: capacity, replicas, ..ScalingConfig::default() }
+    ScalingConfig::new(capacity).with_replicas(replicas)
 }
 
 #[test]
@@ -52,8 +52,8 @@ fn invalid_configuration_is_refused() {
     assert!(report().with_scaling(config(0.0, 1)).is_err());
     assert!(report().with_scaling(config(f64::INFINITY, 1)).is_err());
     assert!(report().with_scaling(config(100.0, 0)).is_err());
-    assert!(report().with_scaling(ScalingConfig { target_utilization: 1.5, ..config(100.0, 1) }).is_err());
-    assert!(report().with_scaling(ScalingConfig { tolerance: -0.1, ..config(100.0, 1) }).is_err());
+    assert!(report().with_scaling(config(100.0, 1).with_target_utilization(1.5)).is_err());
+    assert!(report().with_scaling(config(100.0, 1).with_tolerance(-0.1)).is_err());
 }
 
 #[tokio::test]
