@@ -218,3 +218,39 @@ impl RateLimitLayerBuilder {
         Ok(RateLimitLayer { shared })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use phalanx_core::{Deps, StatusSource};
+
+    use super::*;
+    use crate::config::PolicyConfig;
+
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn from_config_keeps_the_quotas_on_the_redis_handle_of_its_deps() {
+        // Never connected: the layer is built and decides from credits without a server.
+        let settings = phalanx_core::redis::RedisSettings::from_url("redis://127.0.0.1:1");
+        let handle = phalanx_core::redis::RedisHandle::unconnected(settings).unwrap();
+        let config = RateLimitConfig::default()
+            .with_policy(PolicyConfig::new("p", 10, Duration::from_secs(1)))
+            .with_redis(RedisLimitConfig::default().with_prefix("test:rl"));
+        let on_redis = RateLimitLayer::from_config(&config, &Deps::new().redis(handle)).unwrap();
+        assert_eq!(on_redis.report()["store"], "redis");
+        let local = RateLimitLayer::from_config(&config, &Deps::new()).unwrap();
+        assert_eq!(local.report()["store"], "local");
+    }
+
+    #[test]
+    fn a_bad_key_configuration_is_reported_as_the_key_field() {
+        let key = ClientKeyConfig { sources: Vec::new(), ..ClientKeyConfig::default() };
+        let error = RateLimitLayer::builder()
+            .policy(crate::quota::Policy::new("p", crate::quota::Quota::per_second(1)))
+            .key_config(key)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.field(), "key");
+    }
+}
