@@ -221,16 +221,17 @@ impl RateLimitLayerBuilder {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
-    use phalanx_core::{Deps, StatusSource};
-
     use super::*;
-    use crate::config::PolicyConfig;
 
     #[cfg(feature = "redis")]
     #[tokio::test]
     async fn from_config_keeps_the_quotas_on_the_redis_handle_of_its_deps() {
+        use std::time::Duration;
+
+        use phalanx_core::StatusSource;
+
+        use crate::config::PolicyConfig;
+
         // Never connected: the layer is built and decides from credits without a server.
         let settings = phalanx_core::redis::RedisSettings::from_url("redis://127.0.0.1:1");
         let handle = phalanx_core::redis::RedisHandle::unconnected(settings).unwrap();
