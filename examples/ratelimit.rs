@@ -11,42 +11,40 @@ use std::net::SocketAddr;
 
 use axum::{body::Body, extract::ConnectInfo, http::Request, routing::get, Router};
 use phalanx_core::{
-    redis::{connect_in_background, RedisSettings},
-    Classifier, ClassifyLayer, StatusSource, Tier,
+    redis::{RedisHandle, RedisSettings},
+    Classifier, ClassifyLayer, Deps, StatusSource, Tier,
 };
-use phalanx_ratelimit::{RateLimitConfig, RATELIMIT, RATELIMIT_POLICY};
+use phalanx_ratelimit::{RateLimitConfig, RateLimitLayer, RATELIMIT, RATELIMIT_POLICY};
 use tower::ServiceExt;
 
 const CONFIG: &str = r#"
 [key]
 sources = [{ api_key = "x-api-key" }, { header = "x-client-id" }, "peer_ip"]
+api_keys = ["k-premium-1"]  # the known keys; any other counts as no key
 
 [redis]                     # with REDIS_URL: leases from Redis, decided locally
 prefix = "example:rl"
-deadline_ms = 50            # background round trips only
+deadline = "50ms"           # background round trips only
 failure_mode = "open"       # while Redis is down: quota / known node count
 
 [[policies]]
 name = "per-client"
 limit = 60
-window_secs = 60
+window = "60s"
 burst = 3
-tiers.premium = { limit = 600, window_secs = 60, burst = 20 }
+tiers.premium = { limit = 600, window = "60s", burst = 20 }
 "#;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config: RateLimitConfig = toml::from_str(CONFIG)?;
-    let redis = match std::env::var("REDIS_URL") {
-        Ok(url) => {
-            let pool = RedisSettings::from_url(url).build_pool()?;
-            connect_in_background(&pool);
-            Some(pool)
-        }
-        Err(_) => None,
-    };
-    let limiter = config.build(redis, None)?;
-    let status = limiter.status();
+    // The process's one Redis handle, shared by every layer that uses Redis.
+    let mut deps = Deps::new();
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        deps = deps.redis(RedisHandle::connect(RedisSettings::from_url(url))?);
+    }
+    let limiter = RateLimitLayer::from_config(&config, &deps)?;
+    let status = limiter.clone();
     // The classifier puts the tier (from the API key) into the extensions; the limiter reads it.
     let classifier = Classifier::builder().api_key_tier("x-api-key", "k-premium-1", Tier::Premium).build();
     let app: Router =

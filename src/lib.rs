@@ -7,7 +7,7 @@
 //! | --- | --- | --- |
 //! | (always) | [`core`] | client identity, priority and tier, problem+json, instrument names |
 //! | `cache` | `phalanx-cache` | `TieredCache` (moka L1 + Redis L2) and the RFC 9111 `CacheLayer` |
-//! | `ratelimit` | `phalanx-ratelimit` | GCRA `RateLimitLayer`, in-process and on Redis |
+//! | `ratelimit` | `phalanx-ratelimit` | GCRA `RateLimitLayer`, in-process and on Redis (its feature `redis`, on by default) |
 //! | `admission` | `phalanx-admission` | priority-aware adaptive concurrency limit and load shedding |
 //! | `breaker` | `phalanx-breaker` | circuit breaker: axum layer (`breaker-reqwest`: and reqwest middleware) |
 //! | `metrics` | `phalanx-metrics` | OpenTelemetry HTTP metrics, `/metrics`, `/status` |

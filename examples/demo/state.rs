@@ -15,7 +15,7 @@ use phalanx::{
     cache::{CacheLayer, HttpStore, TieredCache},
     core::{
         identity::{api_key_digest, ClientKeyConfig},
-        redis::{connect_in_background, RedisSettings},
+        redis::{RedisHandle, RedisSettings},
         Classifier, ClientKeyResolver, Deps, StatusRegistry,
     },
     metrics::{MetricsLayer, PrometheusExporter},
@@ -128,16 +128,13 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let classifier = classifier(config, key_resolver.clone());
     let redis_settings = redis_settings(config);
 
-    let ratelimit_redis = match &redis_settings {
-        Some(settings) => {
-            let pool = settings.build_pool()?;
-            connect_in_background(&pool);
-            Some(pool)
-        }
-        None => None,
-    };
-    let ratelimit = ratelimit(config, ratelimit_redis)?;
-    status.register(ratelimit.status());
+    // The process's one Redis handle (one pool, one subscriber), for the layers that take it.
+    let mut deps = Deps::new();
+    if let Some(settings) = &redis_settings {
+        deps = deps.redis(RedisHandle::connect(settings.clone())?);
+    }
+    let ratelimit = ratelimit(config, &deps)?;
+    status.register(ratelimit.clone());
 
     let with_redis = |mut c: phalanx::cache::TieredConfig| {
         if c.redis.is_none() {
@@ -236,10 +233,10 @@ pub(crate) fn key_config(config: &DemoConfig) -> ClientKeyConfig {
     key
 }
 
-pub(crate) fn ratelimit(config: &DemoConfig, redis: Option<fred::clients::Pool>) -> Result<RateLimitLayer, Error> {
+pub(crate) fn ratelimit(config: &DemoConfig, deps: &Deps) -> Result<RateLimitLayer, Error> {
     let mut rl = config.ratelimit.clone();
     rl.key = key_config(config);
-    Ok(rl.build(redis, None)?)
+    Ok(RateLimitLayer::from_config(&rl, deps)?)
 }
 
 /// The classifier, which also resolves the client key once for the layers below it.

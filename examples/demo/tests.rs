@@ -16,7 +16,7 @@ use crate::{
 fn limited_app(config: &DemoConfig) -> Router {
     let resolver = state::key_config(config).build().unwrap();
     let classifier = state::classifier(config, resolver);
-    let ratelimit = state::ratelimit(config, None).unwrap();
+    let ratelimit = state::ratelimit(config, &phalanx::core::Deps::new()).unwrap();
     Router::new()
         .route("/items/{id}", get(|| async { "item" }))
         .layer(ServiceBuilder::new().layer(ClassifyLayer::new(classifier)).layer(ratelimit))

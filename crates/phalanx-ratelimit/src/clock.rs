@@ -14,7 +14,7 @@ use std::{
 /// time is paused (`#[tokio::test(start_paused = true)]`), so such tests control it; elsewhere it
 /// reads the CPU's time-stamp counter ([`Clock::tsc`]), the cheapest clock, re-anchored to the
 /// wall clock every second. The Redis store's scripts read Redis's own clock by default
-/// ([`crate::RedisStoreBuilder::server_time`]), so nodes sharing Redis need not agree on time.
+/// ([`RedisLimitConfig::server_time`](crate::RedisLimitConfig::server_time)), so nodes sharing Redis need not agree on time.
 #[derive(Debug, Clone)]
 pub struct Clock(Kind);
 

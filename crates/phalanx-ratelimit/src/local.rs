@@ -24,10 +24,7 @@ use spin::{
 pub(crate) type Mutex<T> = SpinMutex<T, Yield>;
 type MutexGuard<'a, T> = SpinMutexGuard<'a, T>;
 
-use crate::{
-    layer::{Outcome, OUTCOMES},
-    quota::{Gcra, Verdict},
-};
+use crate::quota::{Gcra, Outcome, Verdict, OUTCOMES};
 
 /// The most policies one layer evaluates together.
 pub(crate) const MAX_POLICIES: usize = 8;
@@ -361,7 +358,7 @@ pub(crate) fn judge(gcras: &[Gcra], tats: &mut [u64], now: u64, verdicts: &mut V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Quota;
+    use crate::quota::Quota;
 
     impl LocalStore {
         fn verdicts(&self, digest: u64, gcras: &[Gcra], now: u64) -> Verdicts {

@@ -1,11 +1,30 @@
-//! Quotas, policies and the GCRA arithmetic both stores share.
+//! Quotas, policies, the GCRA arithmetic both stores share, and how a decision comes out.
 
 use std::{sync::Arc, time::Duration};
 
 use http::HeaderValue;
-use phalanx_core::Tier;
+use phalanx_core::{ConfigError, Tier};
 
-use crate::BuildError;
+/// How a decision came out: the `outcome` of `phalanx.ratelimit.decisions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Allowed = 0,
+    Limited = 1,
+    FailOpen = 2,
+    FailClosed = 3,
+}
+
+/// How many outcomes there are.
+pub(crate) const OUTCOMES: usize = 4;
+
+impl Outcome {
+    /// Every outcome, in the order of their values.
+    pub(crate) const ALL: [Outcome; OUTCOMES] =
+        [Outcome::Allowed, Outcome::Limited, Outcome::FailOpen, Outcome::FailClosed];
+
+    /// The outcome's metric attribute value, indexed by the outcome's value.
+    pub(crate) const NAMES: [&'static str; OUTCOMES] = ["allowed", "limited", "fail_open", "fail_closed"];
+}
 
 /// A rate: `limit` requests per `window`, with up to `burst` requests at once.
 ///
@@ -61,17 +80,25 @@ impl Quota {
         self.burst
     }
 
-    pub(crate) fn gcra(&self, policy: &str) -> Result<Gcra, BuildError> {
-        if self.limit == 0 || self.burst == 0 {
-            return Err(BuildError::new(format!("policy {policy:?}: limit and burst must be at least 1")));
+    /// The GCRA parameters; the error names the field (`limit`, `burst`, `window`) of this
+    /// quota that is wrong.
+    pub(crate) fn gcra(&self, policy: &str) -> Result<Gcra, ConfigError> {
+        if self.limit == 0 {
+            return Err(ConfigError::new("limit", format!("policy {policy:?}: must be at least 1")));
+        }
+        if self.burst == 0 {
+            return Err(ConfigError::new("burst", format!("policy {policy:?}: must be at least 1")));
         }
         let window_us = u64::try_from(self.window.as_micros()).unwrap_or(u64::MAX);
         let emission_us = window_us / u64::from(self.limit);
         if emission_us == 0 {
-            return Err(BuildError::new(format!(
-                "policy {policy:?}: {} per {:?} is finer than one request per microsecond",
-                self.limit, self.window
-            )));
+            return Err(ConfigError::new(
+                "window",
+                format!(
+                    "policy {policy:?}: {} per {:?} is finer than one request per microsecond",
+                    self.limit, self.window
+                ),
+            ));
         }
         Ok(Gcra { emission_us, tolerance_us: emission_us.saturating_mul(u64::from(self.burst)) })
     }
@@ -103,6 +130,7 @@ impl Gcra {
 
     /// This quota's share on one of `nodes` nodes deciding alone: the rate and the burst divided
     /// by the node count, the burst at least one request.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn share(&self, nodes: u32) -> Gcra {
         let nodes = u64::from(nodes.max(1));
         let burst = (self.tolerance_us / self.emission_us / nodes).max(1);
@@ -185,23 +213,34 @@ pub(crate) struct CompiledPolicy {
 }
 
 impl CompiledPolicy {
-    pub(crate) fn compile(policy: &Policy) -> Result<Self, BuildError> {
+    /// Compile the policy at `index` of a layer; an error names the field as
+    /// `policies[index].limit` (or `policies[index].tiers.premium.limit` for a tier's quota).
+    pub(crate) fn compile(policy: &Policy, index: usize) -> Result<Self, ConfigError> {
         let name = &policy.name;
         if name.is_empty() || !name.bytes().all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\') {
-            return Err(BuildError::new(format!(
-                "policy name {name:?} must be non-empty printable ASCII without quotes or backslashes"
-            )));
+            return Err(ConfigError::new(
+                format!("policies[{index}].name"),
+                format!("{name:?} must be non-empty printable ASCII without quotes or backslashes"),
+            ));
         }
         let mut by_tier = [Gcra { emission_us: 1, tolerance_us: 1 }; 4];
         let mut header_member: [String; 4] = Default::default();
         for tier in Tier::ALL {
             let quota = policy.quota(tier);
-            by_tier[tier as usize] = quota.gcra(name)?;
+            let section = match policy.tiers[tier as usize] {
+                Some(_) => format!("policies[{index}].tiers.{tier}"),
+                None => format!("policies[{index}]"),
+            };
+            by_tier[tier as usize] = quota.gcra(name).map_err(|e| e.in_section(&section))?;
             let window = quota.window.as_secs();
             if window == 0 || quota.window.subsec_nanos() != 0 {
-                return Err(BuildError::new(format!(
-                    "policy {name:?}: the window must be a whole number of seconds (the RateLimit-Policy `w`)"
-                )));
+                return Err(ConfigError::new(
+                    format!("{section}.window"),
+                    format!(
+                        "policy {name:?}: must be a whole number of seconds (the RateLimit-Policy `w`), not {:?}",
+                        quota.window
+                    ),
+                ));
             }
             header_member[tier as usize] = format!("\"{name}\";q={};w={window}", quota.limit);
         }
@@ -246,13 +285,17 @@ mod tests {
 
     #[test]
     fn invalid_quotas_fail_to_compile() {
-        assert!(CompiledPolicy::compile(&Policy::new("p", Quota::per_second(0))).is_err());
-        assert!(CompiledPolicy::compile(&Policy::new("p", Quota::per_second(5).with_burst(0))).is_err());
-        assert!(CompiledPolicy::compile(&Policy::new("p", Quota::new(5, Duration::from_millis(1500)))).is_err());
-        assert!(CompiledPolicy::compile(&Policy::new("p\"", Quota::per_second(5))).is_err());
-        assert!(CompiledPolicy::compile(&Policy::new("p", Quota::per_second(2_000_000))).is_err());
+        let field = |policy: Policy| CompiledPolicy::compile(&policy, 2).unwrap_err().field().to_owned();
+        assert_eq!(field(Policy::new("p", Quota::per_second(0))), "policies[2].limit");
+        assert_eq!(field(Policy::new("p", Quota::per_second(5).with_burst(0))), "policies[2].burst");
+        assert_eq!(field(Policy::new("p", Quota::new(5, Duration::from_millis(1500)))), "policies[2].window");
+        assert_eq!(field(Policy::new("p\"", Quota::per_second(5))), "policies[2].name");
+        assert_eq!(field(Policy::new("p", Quota::per_second(2_000_000))), "policies[2].window");
+        let tiered = Policy::new("p", Quota::per_second(5)).tier(Tier::Premium, Quota::per_second(0));
+        assert_eq!(field(tiered), "policies[2].tiers.premium.limit");
         let ok = CompiledPolicy::compile(
             &Policy::new("p", Quota::per_minute(60)).tier(Tier::Premium, Quota::per_minute(600)),
+            0,
         )
         .unwrap();
         assert_eq!(ok.header_member[Tier::Premium as usize], "\"p\";q=600;w=60");

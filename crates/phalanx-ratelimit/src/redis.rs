@@ -17,15 +17,15 @@ use std::{
     time::Duration,
 };
 
-use fred::{clients::Pool, types::scripts::Script};
-use phalanx_core::{ClientKey, Tier};
+use fred::types::scripts::Script;
+use phalanx_core::{redis::RedisHandle, ClientKey, Tier};
 use tokio::sync::Notify;
 
 use crate::{
-    layer::{Outcome, OUTCOMES},
+    clock::Clock,
+    config::RedisLimitConfig,
     local::{add_tally, Expiring, Mutex, ShardedMap, Tally, Verdicts, MAX_POLICIES},
-    quota::{Gcra, Verdict},
-    BuildError, Clock,
+    quota::{Gcra, Outcome, Verdict, OUTCOMES},
 };
 
 /// Charges a node's credit and grants it a lease, for every policy of one client (one hash
@@ -82,22 +82,10 @@ const PROBE: Duration = Duration::from_millis(100);
 /// Synchronisations sent in one round at most; the rest wait for the next round.
 const MAX_BATCH: usize = 512;
 
-/// A Redis-backed store shared by every node using the same Redis and key prefix. Decisions are
-/// made locally from leased tokens; Redis is only ever called by a background task.
-///
-/// ```no_run
-/// use std::time::Duration;
-/// use phalanx_core::redis::{connect_in_background, RedisSettings};
-/// use phalanx_ratelimit::RedisStore;
-///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let pool = RedisSettings::from_url("redis://127.0.0.1:6379").build_pool()?;
-/// connect_in_background(&pool);
-/// let store = RedisStore::builder(pool).prefix("myapp:rl").lease_fraction(0.1).build()?;
-/// # let _ = store; Ok(()) }
-/// ```
-pub struct RedisStore {
-    pool: Pool,
+/// The Redis store of one layer, before it runs: the process's shared handle and the store's
+/// settings (checked by the layer's builder).
+pub(crate) struct RedisStore {
+    redis: RedisHandle,
     prefix: String,
     deadline: Duration,
     server_time: bool,
@@ -120,33 +108,19 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
-/// Builder of a [`RedisStore`].
-#[derive(Debug)]
-pub struct RedisStoreBuilder {
-    store: RedisStore,
-}
-
 impl RedisStore {
-    /// A builder over a fred pool (build it with `phalanx_core::redis::RedisSettings`, which
-    /// fails fast while disconnected and reconnects by itself).
-    pub fn builder(pool: Pool) -> RedisStoreBuilder {
-        RedisStoreBuilder {
-            store: RedisStore {
-                pool,
-                prefix: "phalanx:rl".into(),
-                deadline: Duration::from_millis(50),
-                server_time: true,
-                lease_fraction: 0.1,
-                heartbeat: Duration::from_secs(1),
-                down_after: Duration::from_secs(1),
-                max_queue: 65_536,
-            },
+    /// A store on the shared handle with these (already validated) settings.
+    pub(crate) fn new(redis: RedisHandle, config: &RedisLimitConfig) -> Self {
+        RedisStore {
+            redis,
+            prefix: config.prefix.clone(),
+            deadline: config.deadline,
+            server_time: config.server_time,
+            lease_fraction: config.lease_fraction,
+            heartbeat: config.heartbeat,
+            down_after: config.down_after,
+            max_queue: config.max_queue,
         }
-    }
-
-    /// The deadline of one background round trip.
-    pub fn deadline(&self) -> Duration {
-        self.deadline
     }
 
     /// The lease of each policy per tier: `lease_fraction` of its burst, at least one token.
@@ -194,77 +168,6 @@ impl RedisStore {
         });
         leases.ensure_task();
         leases
-    }
-}
-
-impl RedisStoreBuilder {
-    /// Prefix of every key (default `phalanx:rl`). Nodes that share a quota share the prefix.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.store.prefix = prefix.into();
-        self
-    }
-
-    /// The longest one background round trip may take (default 50 ms); a request never waits
-    /// for it.
-    pub fn deadline(mut self, deadline: Duration) -> Self {
-        self.store.deadline = deadline;
-        self
-    }
-
-    /// Read the time from the Redis server (`TIME` inside the script) instead of passing the
-    /// layer's clock (default `true`): a node then uses only differences of Redis's clock, so
-    /// node clocks may disagree. `false` makes the script deterministic under a test's clock.
-    pub fn server_time(mut self, yes: bool) -> Self {
-        self.store.server_time = yes;
-        self
-    }
-
-    /// The share of each policy's burst a node leases at once, and may spend on credit before
-    /// Redis has answered for a new key (default 0.1, at least one token). Larger leases cost
-    /// fewer round trips and widen the error bound (see the crate README).
-    pub fn lease_fraction(mut self, fraction: f64) -> Self {
-        self.store.lease_fraction = fraction;
-        self
-    }
-
-    /// How often the node announces itself and counts the live nodes (default 1 s). An
-    /// announcement lives three periods.
-    pub fn heartbeat(mut self, period: Duration) -> Self {
-        self.store.heartbeat = period;
-        self
-    }
-
-    /// How long Redis must fail before decisions switch to the fallback (default 1 s); until
-    /// then, nodes keep deciding from their leases and credits.
-    pub fn down_after(mut self, after: Duration) -> Self {
-        self.store.down_after = after;
-        self
-    }
-
-    /// Keys waiting for a synchronisation at most (default 65,536); more are dropped with a
-    /// count (the key then spends what it holds and asks again).
-    pub fn max_queue(mut self, keys: usize) -> Self {
-        self.store.max_queue = keys;
-        self
-    }
-
-    /// Build; fails on an empty prefix, a zero deadline or heartbeat, a lease fraction outside
-    /// (0, 1] or an empty queue.
-    pub fn build(self) -> Result<RedisStore, BuildError> {
-        let s = &self.store;
-        if s.prefix.is_empty() {
-            return Err(BuildError::new("the Redis key prefix must not be empty"));
-        }
-        if s.deadline.is_zero() || s.heartbeat.is_zero() {
-            return Err(BuildError::new("the Redis deadline and heartbeat must be above zero"));
-        }
-        if !(s.lease_fraction > 0.0 && s.lease_fraction <= 1.0) {
-            return Err(BuildError::new("the lease fraction must be in (0, 1]"));
-        }
-        if s.max_queue == 0 {
-            return Err(BuildError::new("the synchronisation queue must hold at least one key"));
-        }
-        Ok(self.store)
     }
 }
 
@@ -464,7 +367,7 @@ impl Leases {
                 args.push(if entry.charged { 0 } else { i64::from(leases[i]) });
                 args.push(i64::from((leases[i] as i32).saturating_sub(entry.balance[i]).max(0)));
             }
-            let client = self.store.pool.next();
+            let client = self.store.redis.pool().next();
             let deadline = self.store.deadline;
             calls.push(async move {
                 let call = self.lease_script.evalsha_with_reload::<Vec<i64>, _, _>(client, keys, args);
@@ -528,7 +431,7 @@ impl Leases {
     async fn heartbeat(&self) -> bool {
         let ttl_ms = (3 * self.store.heartbeat.as_millis()).max(1) as i64;
         let args: Vec<String> = vec![self.node_id.clone(), ttl_ms.to_string()];
-        let client = self.store.pool.next();
+        let client = self.store.redis.pool().next();
         let call = self.heartbeat_script.evalsha_with_reload::<i64, _, _>(client, vec![self.nodes_key.clone()], args);
         match tokio::time::timeout(self.store.deadline, call).await {
             Ok(Ok(count)) => {

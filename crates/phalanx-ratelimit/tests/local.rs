@@ -222,7 +222,7 @@ async fn shadow_mode_counts_but_never_rejects() {
     }
     assert_eq!(metrics.decisions("p", "allowed"), (2, true));
     assert_eq!(metrics.decisions("p", "limited"), (3, true));
-    let report = layer.status().report();
+    let report = layer.report();
     assert_eq!(report["policies"]["p"]["limited"], 3);
     assert_eq!(report["shadow"], true);
 }
@@ -241,10 +241,15 @@ async fn decisions_are_counted_per_policy_and_outcome() {
     status(&layer, from_client("a")).await;
     assert_eq!(metrics.decisions("p", "allowed"), (1, false));
     assert_eq!(metrics.decisions("p", "limited"), (2, false));
-    let section = layer.status();
-    assert_eq!(section.name(), "ratelimit");
-    assert_eq!(section.decisions("p", "limited"), 2);
-    assert_eq!(section.report()["store"], "local");
+    assert_eq!(layer.name(), "ratelimit");
+    assert_eq!(layer.decisions("p", "limited"), 2);
+    assert_eq!(layer.report()["store"], "local");
+    // The layer registers itself as the `ratelimit` section.
+    let registry = phalanx_core::StatusRegistry::new();
+    registry.register(layer.clone());
+    let sections = registry.sections();
+    assert_eq!(sections[0].0, "ratelimit");
+    assert_eq!(sections[0].1["policies"]["p"]["limited"], 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -257,11 +262,11 @@ async fn idle_keys_are_evicted() {
     for i in 0..5000 {
         status(&layer, from_client(&format!("c{i}"))).await;
     }
-    assert_eq!(layer.status().local_keys(), 5000);
+    assert_eq!(layer.local_keys(), 5000);
     // A key is fully restored 100 ms after its one request: then it is idle and may go.
     tokio::time::advance(Duration::from_millis(150)).await;
     layer.sweep_idle();
-    assert_eq!(layer.status().local_keys(), 0);
+    assert_eq!(layer.local_keys(), 0);
 }
 
 #[tokio::test]
@@ -289,7 +294,9 @@ fn invalid_layers_fail_at_build() {
         .policy(Policy::new("p", Quota::per_second(1)))
         .policy(Policy::new("p", Quota::per_second(2)))
         .build();
-    assert!(twice.unwrap_err().to_string().contains("defined twice"));
+    let error = twice.unwrap_err();
+    assert_eq!(error.field(), "policies[1].name");
+    assert!(error.to_string().contains("defined twice"), "{error}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -320,7 +327,6 @@ async fn concurrent_decisions_on_one_key_pass_exactly_the_burst_and_are_all_coun
         passed += task.await.unwrap();
     }
     assert_eq!(passed, 1000);
-    let section = layer.status();
-    assert_eq!(section.decisions("p", "allowed"), 1000);
-    assert_eq!(section.decisions("p", "limited"), 3000);
+    assert_eq!(layer.decisions("p", "allowed"), 1000);
+    assert_eq!(layer.decisions("p", "limited"), 3000);
 }

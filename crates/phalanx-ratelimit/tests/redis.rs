@@ -9,21 +9,22 @@ use common::{from_client, json, ok_service, send, status, Metrics, PrivateRedis}
 use fred::prelude::{ClientLike, Pool};
 use futures_util::FutureExt;
 use http::StatusCode;
+use phalanx_core::StatusSource;
 use phalanx_core::{
-    redis::{connect_in_background, RedisSettings},
+    redis::{RedisHandle, RedisSettings},
     testing::{redis_url, skip, unique_prefix},
     ClientKeyResolver, FailureMode,
 };
-use phalanx_ratelimit::{Clock, Policy, Quota, RateLimitLayer, RateLimitLayerBuilder, RedisStore, RedisStoreBuilder};
+use phalanx_ratelimit::{Clock, Policy, Quota, RateLimitLayer, RateLimitLayerBuilder, RedisLimitConfig};
 use tower::{Layer, ServiceExt};
 
-/// A connected pool, or `None` after reporting the test skipped.
-async fn pool(test: &str, url: &str) -> Option<Pool> {
+/// A connected handle (one per node, as each node is a process), or `None` after reporting the
+/// test skipped.
+async fn redis(test: &str, url: &str) -> Option<RedisHandle> {
     let settings = RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(5_000));
-    let pool = settings.build_pool().unwrap();
-    connect_in_background(&pool);
-    match tokio::time::timeout(Duration::from_secs(3), pool.wait_for_connect()).await {
-        Ok(Ok(())) => Some(pool),
+    let handle = RedisHandle::connect(settings).unwrap();
+    match tokio::time::timeout(Duration::from_secs(3), handle.pool().wait_for_connect()).await {
+        Ok(Ok(())) => Some(handle),
         other => {
             skip(test, format!("Redis at {url} unreachable: {other:?}"));
             None
@@ -39,8 +40,8 @@ fn builder(policy: Policy, clock: &Clock) -> RateLimitLayerBuilder {
 }
 
 /// A store on the layer's (manual) clock, so that the quota is deterministic.
-fn store(pool: Pool, prefix: &str) -> RedisStoreBuilder {
-    RedisStore::builder(pool).prefix(prefix).deadline(Duration::from_secs(2)).server_time(false)
+fn store(prefix: &str) -> RedisLimitConfig {
+    RedisLimitConfig::default().with_prefix(prefix).with_deadline(Duration::from_secs(2)).with_server_time(false)
 }
 
 /// The time now, as a start for manual clocks.
@@ -68,9 +69,10 @@ async fn hammer(test: &str, nodes: usize) -> Option<Vec<u64>> {
     let clock = Clock::manual(wall_clock());
     let mut layers = Vec::new();
     for _ in 0..nodes {
-        let pool = pool(test, &redis_url()).await?;
+        let handle = redis(test, &redis_url()).await?;
         let layer = builder(Policy::new("p", Quota::per_second(100).with_burst(20)), &clock)
-            .redis(store(pool, &prefix).build().unwrap())
+            .redis(handle)
+            .redis_config(store(&prefix))
             .build()
             .unwrap();
         layers.push(layer);
@@ -91,7 +93,7 @@ async fn hammer(test: &str, nodes: usize) -> Option<Vec<u64>> {
         }
     }
     for layer in &layers {
-        assert_eq!(layer.status().decisions("p", "fail_open"), 0);
+        assert_eq!(layer.decisions("p", "fail_open"), 0);
     }
     Some(passed)
 }
@@ -121,17 +123,18 @@ async fn two_nodes_on_one_redis_enforce_one_global_quota_within_the_stated_bound
 async fn nodes_whose_clocks_disagree_share_one_quota_on_redis_time() {
     let test = "rl-skew";
     let prefix = unique_prefix(test);
-    let (Some(pool_a), Some(pool_b)) = (pool(test, &redis_url()).await, pool(test, &redis_url()).await) else {
+    let (Some(redis_a), Some(redis_b)) = (redis(test, &redis_url()).await, redis(test, &redis_url()).await) else {
         return;
     };
     // Ten minutes apart, and neither moves: Redis's own clock decides.
-    let node = |pool: Pool, start: Duration| {
+    let node = |handle: RedisHandle, start: Duration| {
         builder(Policy::new("p", Quota::per_hour(40)), &Clock::manual(start))
-            .redis(RedisStore::builder(pool).prefix(prefix.as_str()).build().unwrap())
+            .redis(handle)
+            .redis_config(RedisLimitConfig::default().with_prefix(prefix.as_str()))
             .build()
             .unwrap()
     };
-    let (a, b) = (node(pool_a, wall_clock()), node(pool_b, wall_clock() + Duration::from_secs(600)));
+    let (a, b) = (node(redis_a, wall_clock()), node(redis_b, wall_clock() + Duration::from_secs(600)));
     let mut passed = 0;
     for _ in 0..20 {
         for layer in [&a, &b] {
@@ -163,10 +166,12 @@ async fn command_calls(pool: &Pool) -> Vec<(String, u64)> {
 async fn decisions_send_nothing_and_syncs_are_a_fraction_of_them() {
     let test = "decisions_send_nothing";
     let Some(server) = PrivateRedis::start(17310) else { return skip(test, "redis-server could not be started") };
-    let Some(pool) = pool(test, &server.url()).await else { return };
+    let Some(handle) = redis(test, &server.url()).await else { return };
+    let pool = handle.pool().clone();
     let clock = Clock::manual(wall_clock());
     let layer = builder(Policy::new("p", Quota::per_minute(6000).with_burst(100)), &clock)
-        .redis(store(pool.clone(), "rl").heartbeat(Duration::from_secs(3600)).build().unwrap())
+        .redis(handle)
+        .redis_config(store("rl").with_heartbeat(Duration::from_secs(3600)))
         .build()
         .unwrap();
     decide_now(&layer, "warm-up");
@@ -196,11 +201,12 @@ async fn decisions_send_nothing_and_syncs_are_a_fraction_of_them() {
 async fn fail_open_stays_below_a_thousandth_under_load() {
     let test = "fail_open_under_load";
     let Some(server) = PrivateRedis::start(17311) else { return skip(test, "redis-server could not be started") };
-    let Some(pool) = pool(test, &server.url()).await else { return };
+    let Some(handle) = redis(test, &server.url()).await else { return };
     let layer = RateLimitLayer::builder()
         .policy(Policy::new("p", Quota::per_minute(600).with_burst(60)))
         .key_resolver(ClientKeyResolver::builder().header("x-client-id").build().unwrap())
-        .redis(RedisStore::builder(pool).prefix("rl").build().unwrap())
+        .redis(handle)
+        .redis_config(RedisLimitConfig::default().with_prefix("rl"))
         .build()
         .unwrap();
     let mut tasks = Vec::new();
@@ -219,7 +225,7 @@ async fn fail_open_stays_below_a_thousandth_under_load() {
     for t in tasks {
         t.await.unwrap();
     }
-    let s = layer.status();
+    let s = &layer;
     let total = s.decisions("p", "allowed") + s.decisions("p", "limited") + s.decisions("p", "fail_open");
     assert_eq!(total, 20_000);
     assert!(s.decisions("p", "fail_open") * 1000 <= total, "{}", s.decisions("p", "fail_open"));
@@ -229,17 +235,16 @@ async fn fail_open_stays_below_a_thousandth_under_load() {
 async fn a_hung_redis_neither_delays_decisions_nor_fails_them_open_until_it_is_down() {
     let test = "hung_redis";
     let Some(server) = PrivateRedis::start(17312) else { return skip(test, "redis-server could not be started") };
-    let Some(pool) = pool(test, &server.url()).await else { return };
-    let store = RedisStore::builder(pool)
-        .prefix("rl")
-        .deadline(Duration::from_millis(50))
-        .down_after(Duration::from_millis(800))
-        .build()
-        .unwrap();
+    let Some(handle) = redis(test, &server.url()).await else { return };
+    let store = RedisLimitConfig::default()
+        .with_prefix("rl")
+        .with_deadline(Duration::from_millis(50))
+        .with_down_after(Duration::from_millis(800));
     let layer = RateLimitLayer::builder()
         .policy(Policy::new("p", Quota::per_minute(6000).with_burst(200)))
         .key_resolver(ClientKeyResolver::builder().header("x-client-id").build().unwrap())
-        .redis(store)
+        .redis(handle)
+        .redis_config(store)
         .build()
         .unwrap();
     for key in 0..50 {
@@ -256,20 +261,20 @@ async fn a_hung_redis_neither_delays_decisions_nor_fails_them_open_until_it_is_d
         n += 1;
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert_eq!(layer.status().decisions("p", "fail_open"), 0, "a slow Redis fails no decision open by itself");
+    assert_eq!(layer.decisions("p", "fail_open"), 0, "a slow Redis fails no decision open by itself");
     // Hung past `down_after`: the fallback decides, still without waiting.
     tokio::time::sleep(Duration::from_millis(600)).await;
     for key in 0..50 {
         assert_eq!(decide_now(&layer, &format!("k{key}")), StatusCode::OK);
     }
-    assert!(layer.status().decisions("p", "fail_open") >= 50, "{}", layer.status_report());
+    assert!(layer.decisions("p", "fail_open") >= 50, "{}", layer.status_report());
     // Back: leases decide again.
     server.resume();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let before = layer.status().decisions("p", "fail_open");
+        let before = layer.decisions("p", "fail_open");
         decide_now(&layer, "after");
-        if layer.status().decisions("p", "fail_open") == before {
+        if layer.decisions("p", "fail_open") == before {
             break;
         }
         assert!(Instant::now() < deadline, "the fallback still decides 5 s after Redis came back");
@@ -277,7 +282,17 @@ async fn a_hung_redis_neither_delays_decisions_nor_fails_them_open_until_it_is_d
     }
 }
 
-/// Two nodes that have seen each other on a private Redis, with the given failure settings.
+/// The Redis settings of [`two_nodes`]: a short heartbeat and down time.
+fn failover() -> RedisLimitConfig {
+    RedisLimitConfig::default()
+        .with_prefix("rl")
+        .with_deadline(Duration::from_millis(50))
+        .with_heartbeat(Duration::from_millis(100))
+        .with_down_after(Duration::from_millis(200))
+}
+
+/// Two nodes that have seen each other on a private Redis, with [`failover`] settings, then
+/// `configure`d.
 async fn two_nodes(
     test: &str,
     server: &PrivateRedis,
@@ -286,18 +301,12 @@ async fn two_nodes(
 ) -> Option<[RateLimitLayer; 2]> {
     let mut nodes = Vec::new();
     for _ in 0..2 {
-        let pool = pool(test, &server.url()).await?;
-        let store = RedisStore::builder(pool)
-            .prefix("rl")
-            .deadline(Duration::from_millis(50))
-            .heartbeat(Duration::from_millis(100))
-            .down_after(Duration::from_millis(200))
-            .build()
-            .unwrap();
-        nodes.push(configure(builder(Policy::new("p", quota), &Clock::default()).redis(store)).build().unwrap());
+        let handle = redis(test, &server.url()).await?;
+        let node = builder(Policy::new("p", quota), &Clock::default()).redis(handle).redis_config(failover());
+        nodes.push(configure(node).build().unwrap());
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while nodes.iter().any(|n| n.status().nodes() != 2) {
+    while nodes.iter().any(|n| n.nodes() != 2) {
         assert!(Instant::now() < deadline, "the nodes did not count each other");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -319,7 +328,7 @@ trait Report {
 
 impl Report for RateLimitLayer {
     fn status_report(&self) -> serde_json::Value {
-        phalanx_core::StatusSource::report(&self.status())
+        self.report()
     }
 }
 
@@ -339,7 +348,7 @@ async fn redis_gone_each_node_falls_back_to_its_share_of_the_quota_and_recovers(
     }
     // Two known nodes: each allows half of the burst of 10, together the quota, not twice it.
     assert_eq!(passed, 10);
-    assert_eq!(a.status().decisions("p", "fail_open") + b.status().decisions("p", "fail_open"), 10);
+    assert_eq!(a.decisions("p", "fail_open") + b.decisions("p", "fail_open"), 10);
     // Redis is back: the pools reconnect and the leases decide again ("y" is fresh).
     assert!(server.restart());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -347,16 +356,18 @@ async fn redis_gone_each_node_falls_back_to_its_share_of_the_quota_and_recovers(
         assert!(Instant::now() < deadline, "still down after Redis came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let allowed = a.status().decisions("p", "allowed");
+    let allowed = a.decisions("p", "allowed");
     assert_eq!(decide_now(&a, "y"), StatusCode::OK);
-    assert_eq!(a.status().decisions("p", "allowed"), allowed + 1);
+    assert_eq!(a.decisions("p", "allowed"), allowed + 1);
 }
 
 #[tokio::test]
 async fn redis_gone_fail_open_without_fallback_lets_everything_through() {
     let test = "redis_gone_fail_open_without_fallback";
     let Some(mut server) = PrivateRedis::start(17314) else { return skip(test, "redis-server could not be started") };
-    let Some([a, _b]) = two_nodes(test, &server, Quota::per_hour(2), |b| b.fallback_local(false)).await else {
+    let Some([a, _b]) =
+        two_nodes(test, &server, Quota::per_hour(2), |b| b.redis_config(failover().with_fallback_local(false))).await
+    else {
         return;
     };
     server.stop();
@@ -366,7 +377,7 @@ async fn redis_gone_fail_open_without_fallback_lets_everything_through() {
         assert_eq!(res.status(), StatusCode::OK);
         assert!(!res.headers().contains_key(&phalanx_ratelimit::RATELIMIT), "no state is known");
     }
-    assert_eq!(a.status().decisions("p", "fail_open"), 5);
+    assert_eq!(a.decisions("p", "fail_open"), 5);
 }
 
 #[tokio::test]
@@ -374,9 +385,10 @@ async fn redis_gone_fail_closed_rejects_at_once() {
     let test = "redis_gone_fail_closed";
     let Some(mut server) = PrivateRedis::start(17315) else { return skip(test, "redis-server could not be started") };
     let metrics = Metrics::new();
-    let Some([a, _b]) =
-        two_nodes(test, &server, Quota::per_hour(2), |b| b.failure_mode(FailureMode::Closed).meter(metrics.meter()))
-            .await
+    let Some([a, _b]) = two_nodes(test, &server, Quota::per_hour(2), |b| {
+        b.redis_config(failover().with_failure_mode(FailureMode::Closed)).meter(metrics.meter())
+    })
+    .await
     else {
         return;
     };
@@ -392,12 +404,14 @@ async fn redis_gone_fail_closed_rejects_at_once() {
 
 #[tokio::test]
 async fn server_time_is_the_default_and_reads_the_redis_clock() {
-    let Some(pool) = pool("server_time_reads_the_redis_clock", &redis_url()).await else { return };
+    let Some(handle) = redis("server_time_reads_the_redis_clock", &redis_url()).await else { return };
+    let pool = handle.pool().clone();
     // A manual clock stuck at the epoch: the stored TAT shows whose clock the script used.
     let clock = Clock::manual(Duration::ZERO);
     let prefix = unique_prefix("rl-server-time");
-    let store = RedisStore::builder(pool.clone()).prefix(prefix.clone()).build().unwrap();
-    let layer = builder(Policy::new("p", Quota::per_hour(20)), &clock).redis(store).build().unwrap();
+    let store = RedisLimitConfig::default().with_prefix(prefix.clone());
+    let layer =
+        builder(Policy::new("p", Quota::per_hour(20)), &clock).redis(handle).redis_config(store).build().unwrap();
     assert_eq!(decide_now(&layer, "a"), StatusCode::OK);
     layer.sync().await;
     let tat: i64 = fred::prelude::KeysInterface::get(&pool, format!("{prefix}:{{id:a}}:p")).await.unwrap();
@@ -419,12 +433,15 @@ async fn two_nodes_share_quotas_on_a_redis_cluster() {
     for _ in 0..2 {
         let settings =
             RedisSettings::from_url(cluster.url()).with_command_timeout(std::time::Duration::from_millis(2_000));
-        let pool = settings.build_pool().unwrap();
-        connect_in_background(&pool);
-        pool.wait_for_connect().await.unwrap();
-        let store = store(pool, "rl").heartbeat(Duration::from_millis(100)).build().unwrap();
+        let handle = RedisHandle::connect(settings).unwrap();
+        handle.pool().wait_for_connect().await.unwrap();
+        let store = store("rl").with_heartbeat(Duration::from_millis(100));
         nodes.push(
-            builder(Policy::new("p", Quota::per_second(100).with_burst(20)), &clock).redis(store).build().unwrap(),
+            builder(Policy::new("p", Quota::per_second(100).with_burst(20)), &clock)
+                .redis(handle)
+                .redis_config(store)
+                .build()
+                .unwrap(),
         );
     }
     // Thirty clients, whose keys fall on every master's slots; each script stays in its slot.
@@ -455,10 +472,10 @@ async fn two_nodes_share_quotas_on_a_redis_cluster() {
     for node in &nodes {
         let report = node.status_report();
         assert_eq!(report["redis"]["sync_rounds_failed"], 0, "{report}");
-        assert_eq!(node.status().decisions("p", "fail_open"), 0);
+        assert_eq!(node.decisions("p", "fail_open"), 0);
     }
     let deadline = Instant::now() + Duration::from_secs(3);
-    while nodes.iter().any(|n| n.status().nodes() != 2) {
+    while nodes.iter().any(|n| n.nodes() != 2) {
         assert!(Instant::now() < deadline, "the nodes did not count each other on the cluster");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
