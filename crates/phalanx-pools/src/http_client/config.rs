@@ -166,3 +166,42 @@ impl HttpClientConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tower::retry::budget::{Budget, TpsBudget};
+
+    /// Retries the budget grants after `requests` requests, with no floor.
+    fn retries_allowed(ratio: f32, requests: u32) -> u32 {
+        let budget = TpsBudget::new(Duration::from_secs(10), 0, ratio);
+        (0..requests).for_each(|_| budget.deposit());
+        let mut retries = 0;
+        while budget.withdraw() {
+            retries += 1;
+        }
+        retries
+    }
+
+    #[test]
+    fn the_budget_ratio_is_applied_as_one_retry_per_floor_of_its_inverse_requests() {
+        // What `retry_budget_ratio`'s docs promise: exact for 1/n, the next 1/n up otherwise.
+        assert_eq!(retries_allowed(0.2, 100), 20);
+        assert_eq!(retries_allowed(0.25, 100), 25);
+        assert_eq!(retries_allowed(0.3, 99), 33);
+        assert_eq!(retries_allowed(0.4, 100), 50);
+        assert_eq!(retries_allowed(0.6, 100), 100);
+        assert_eq!(retries_allowed(0.0, 100), 0);
+    }
+
+    #[test]
+    fn the_floor_is_min_per_second_times_the_ttl() {
+        let budget = TpsBudget::new(Duration::from_secs(5), 1, 0.2);
+        let mut retries = 0;
+        while budget.withdraw() {
+            retries += 1;
+        }
+        assert_eq!(retries, 5);
+    }
+}
