@@ -97,7 +97,7 @@ impl std::ops::Deref for HttpClient {
     }
 }
 
-/// The client's `/status` section, named by the client (`http`): per upstream `host:port`
+/// The client's `/status` section, named by the client (`http_client`): per upstream `host:port`
 /// requests (attempts), errors, in flight, retries, retries refused by the budget and
 /// duration. No targets: upstream health is the circuit breaker's to judge.
 impl StatusSource for HttpClient {

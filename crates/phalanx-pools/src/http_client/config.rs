@@ -7,7 +7,7 @@ use phalanx_core::ConfigError;
 /// Configuration of an [`HttpClient`](crate::HttpClient). Serde form (all fields optional):
 ///
 /// ```toml
-/// name = "http"
+/// name = "http_client"
 /// pool_max_idle_per_host = 32
 /// pool_idle_timeout = "90s"
 /// connect_timeout = "1s"
@@ -24,7 +24,8 @@ use phalanx_core::ConfigError;
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct HttpClientConfig {
-    /// The client's name: its `/status` section. Default: `http`.
+    /// The client's name: its `/status` section. Default: `http_client` (not `http`, which is
+    /// the server figures' key in phalanx-metrics' `/status` report).
     pub name: String,
     /// Idle keep-alive connections kept per upstream host. Default: 32.
     pub pool_max_idle_per_host: usize,
@@ -67,7 +68,7 @@ pub struct HttpClientConfig {
 impl Default for HttpClientConfig {
     fn default() -> Self {
         HttpClientConfig {
-            name: "http".into(),
+            name: "http_client".into(),
             pool_max_idle_per_host: 32,
             pool_idle_timeout: Some(Duration::from_secs(90)),
             connect_timeout: Duration::from_secs(1),
