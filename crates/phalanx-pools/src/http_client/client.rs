@@ -16,7 +16,7 @@ use crate::Error;
 
 /// The shared outbound HTTP client. Cheap to clone (clones share connections, budget and
 /// figures); derefs to [`ClientWithMiddleware`]. Put it in the axum state and take it with the
-/// [`Http`] extractor.
+/// [`Http`](super::Http) extractor.
 ///
 /// Middleware order, outermost first: retries (idempotent requests only, within the budget),
 /// per-host metrics (one measurement per attempt), then the middlewares added with
