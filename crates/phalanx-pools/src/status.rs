@@ -10,18 +10,17 @@ use phalanx_core::TargetCheck;
 
 use crate::health::Health;
 
-/// Utilization above which a pool is reported as running out of headroom.
-pub(crate) const UTILIZATION_TARGET: f64 = 0.9;
-
-/// `pool.<name>.utilization <= 0.9` and `pool.<name>.health != unhealthy`.
-pub(crate) fn pool_targets(name: &str, utilization: f64, health: Health) -> Vec<TargetCheck> {
-    vec![
-        TargetCheck::at_most(format!("pool.{name}.utilization"), Some(utilization), UTILIZATION_TARGET),
-        TargetCheck {
-            name: format!("pool.{name}.health"),
-            target: "!= unhealthy".into(),
-            value: Some(health.as_gauge() as f64),
-            met: Some(health != Health::Unhealthy),
-        },
-    ]
+/// `pool.<name>.health != unhealthy`, and `pool.<name>.utilization <= target` when the pool's
+/// configuration sets a `utilization_target`.
+pub(crate) fn pool_targets(name: &str, utilization: f64, target: Option<f64>, health: Health) -> Vec<TargetCheck> {
+    let mut targets = vec![TargetCheck {
+        name: format!("pool.{name}.health"),
+        target: "!= unhealthy".into(),
+        value: Some(health.as_gauge() as f64),
+        met: Some(health != Health::Unhealthy),
+    }];
+    if let Some(target) = target {
+        targets.push(TargetCheck::at_most(format!("pool.{name}.utilization"), Some(utilization), target));
+    }
+    targets
 }

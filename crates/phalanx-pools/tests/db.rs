@@ -88,6 +88,10 @@ async fn invalid_configuration_fails_at_build_time_with_the_field_named() {
     assert_eq!(field(err), "health.interval");
     // No URL by default: the library has no database of its own to fall back on.
     assert_eq!(DbPoolConfig::default().url, None);
+    // Nor a target of its own: without `utilization_target` only the health target is reported.
+    assert_eq!(DbPoolConfig::default().utilization_target, None);
+    let err = sqlite().utilization_target(0.0).build().await.unwrap_err();
+    assert_eq!(field(err), "utilization_target");
     let err = DbPool::<sqlx::Sqlite>::builder().build().await.unwrap_err();
     assert_eq!(field(err), "url");
     let err = DbPool::<sqlx::Postgres>::builder().url("postgres://host:notaport/db").build().await.unwrap_err();
@@ -155,6 +159,7 @@ async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
         .max_connections(3)
         .acquire_timeout(Duration::from_millis(200))
         .health(fast_health())
+        .utilization_target(0.9)
         .meter(metrics.meter())
         .build()
         .await
@@ -170,6 +175,8 @@ async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
     let occupancy = pool.occupancy();
     assert_eq!((occupancy.in_use, occupancy.size, occupancy.max), (held.len() as u64, 3, 3));
     assert_eq!(pool.report()["utilization"], 1.0);
+    let target = pool.targets().into_iter().find(|t| t.name.ends_with(".utilization")).unwrap();
+    assert_eq!((target.value, target.met), (Some(1.0), Some(false)), "the configured target is missed");
     assert_eq!(metrics.gauge(names::POOL_UTILIZATION, &pool_label(&name)), Some(1.0));
     assert_eq!(metrics.gauge(names::POOL_IN_USE, &pool_label(&name)), Some(3.0));
 

@@ -121,6 +121,12 @@ impl<DB: Database> DbPoolBuilder<DB> {
         self
     }
 
+    /// A `/status` target: utilization at most this fraction (default: none).
+    pub fn utilization_target(mut self, target: f64) -> Self {
+        self.config.utilization_target = Some(target);
+        self
+    }
+
     /// The background health check.
     pub fn health(mut self, health: HealthConfig) -> Self {
         self.config.health = health;

@@ -62,6 +62,9 @@ pub struct DbPoolConfig {
     /// with [`Error::Db`](crate::Error::Db) when none comes. Default: false (the pool connects
     /// lazily, so a service starts while its database is down).
     pub connect_at_start: bool,
+    /// A `/status` target: `pool.<name>.utilization` (in use / max) at most this fraction.
+    /// Default: none (no utilization target; the health target is always there).
+    pub utilization_target: Option<f64>,
     /// The background health check (`SELECT 1`). Default: [`HealthConfig::default`].
     pub health: HealthConfig,
 }
@@ -80,6 +83,7 @@ impl Default for DbPoolConfig {
             retry_after: Duration::from_secs(1),
             fail_fast_when_unhealthy: true,
             connect_at_start: false,
+            utilization_target: None,
             health: HealthConfig::default(),
         }
     }
@@ -152,6 +156,12 @@ impl DbPoolConfig {
         self
     }
 
+    /// The same configuration with a `/status` utilization target (a fraction).
+    pub fn with_utilization_target(mut self, target: f64) -> Self {
+        self.utilization_target = Some(target);
+        self
+    }
+
     /// The same configuration with this health check.
     pub fn with_health(mut self, health: HealthConfig) -> Self {
         self.health = health;
@@ -178,6 +188,9 @@ impl DbPoolConfig {
         }
         if self.acquire_timeout.is_zero() {
             return Err(ConfigError::new("acquire_timeout", "must be more than 0"));
+        }
+        if self.utilization_target.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            return Err(ConfigError::new("utilization_target", "must be a fraction above 0 (0.9 is 90 %)"));
         }
         self.health.validate()
     }

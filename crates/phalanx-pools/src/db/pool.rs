@@ -188,7 +188,8 @@ where
 
 /// The pool's `/status` section, named by the pool (`db`): size, idle, in use, utilization
 /// (of max and of open), acquisitions, acquire wait, timeouts, errors, connections opened and
-/// health; targets `pool.<name>.utilization <= 0.9` and `pool.<name>.health != unhealthy`.
+/// health; targets `pool.<name>.health != unhealthy` and, when configured,
+/// `pool.<name>.utilization <= utilization_target`.
 impl<DB: Database> StatusSource for DbPool<DB> {
     fn name(&self) -> &str {
         &self.shared.config.name
@@ -217,6 +218,7 @@ impl<DB: Database> StatusSource for DbPool<DB> {
     }
 
     fn targets(&self) -> Vec<TargetCheck> {
-        pool_targets(&self.shared.config.name, self.occupancy().utilization(), self.health())
+        let c = &self.shared.config;
+        pool_targets(&c.name, self.occupancy().utilization(), c.utilization_target, self.health())
     }
 }

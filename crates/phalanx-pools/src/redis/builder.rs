@@ -72,6 +72,12 @@ impl RedisPoolBuilder {
         self
     }
 
+    /// A `/status` target: utilization at most this fraction (default: none).
+    pub fn utilization_target(mut self, target: f64) -> Self {
+        self.config.utilization_target = Some(target);
+        self
+    }
+
     /// The background health check.
     pub fn health(mut self, health: HealthConfig) -> Self {
         self.config.health = health;

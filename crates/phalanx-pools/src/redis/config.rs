@@ -40,6 +40,9 @@ pub struct RedisPoolConfig {
     pub retry_after: Duration,
     /// While the health check says unhealthy, answer 503 at once. Default: true.
     pub fail_fast_when_unhealthy: bool,
+    /// A `/status` target: `pool.<name>.utilization` (in use / max) at most this fraction.
+    /// Default: none (no utilization target; the health target is always there).
+    pub utilization_target: Option<f64>,
     /// The background health check (`PING`). Default: [`HealthConfig::default`].
     pub health: HealthConfig,
 }
@@ -52,6 +55,7 @@ impl Default for RedisPoolConfig {
             acquire_timeout: Duration::from_millis(100),
             retry_after: Duration::from_secs(1),
             fail_fast_when_unhealthy: true,
+            utilization_target: None,
             health: HealthConfig::default(),
         }
     }
@@ -88,6 +92,12 @@ impl RedisPoolConfig {
         self
     }
 
+    /// The same configuration with a `/status` utilization target (a fraction).
+    pub fn with_utilization_target(mut self, target: f64) -> Self {
+        self.utilization_target = Some(target);
+        self
+    }
+
     /// The same configuration with this health check.
     pub fn with_health(mut self, health: HealthConfig) -> Self {
         self.health = health;
@@ -103,6 +113,9 @@ impl RedisPoolConfig {
         }
         if self.acquire_timeout.is_zero() {
             return Err(ConfigError::new("acquire_timeout", "must be more than 0"));
+        }
+        if self.utilization_target.is_some_and(|t| !(t > 0.0 && t.is_finite())) {
+            return Err(ConfigError::new("utilization_target", "must be a fraction above 0 (0.9 is 90 %)"));
         }
         self.health.validate()
     }

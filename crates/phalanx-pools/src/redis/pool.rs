@@ -179,8 +179,8 @@ impl Checked for RedisShared {
 
 /// The pool's `/status` section, named by the pool (`redis`): connected clients, commands in
 /// flight, utilization, acquisitions, acquire wait, round-trip latency, timeouts, errors,
-/// connections and health; targets `pool.<name>.utilization <= 0.9` and
-/// `pool.<name>.health != unhealthy`.
+/// connections and health; targets `pool.<name>.health != unhealthy` and, when configured,
+/// `pool.<name>.utilization <= utilization_target`.
 impl StatusSource for RedisPool {
     fn name(&self) -> &str {
         &self.shared.config.name
@@ -208,6 +208,7 @@ impl StatusSource for RedisPool {
     }
 
     fn targets(&self) -> Vec<TargetCheck> {
-        pool_targets(&self.shared.config.name, self.shared.occupancy().utilization(), self.shared.health.state())
+        let c = &self.shared.config;
+        pool_targets(&c.name, self.shared.occupancy().utilization(), c.utilization_target, self.shared.health.state())
     }
 }
