@@ -1,7 +1,8 @@
 //! The pool extractors: `Db` (SQLite by default, PostgreSQL when `DATABASE_URL` is set, the
 //! same handler code), `Redis` (`REDIS_URL`, default the local server) and `Http` (calls an
 //! in-process upstream through retries and a per-upstream circuit breaker). `/status` shows
-//! the pools; a 503 problem+json comes back at once when a pool cannot serve.
+//! the pools, each a section of the registry; a 503 problem+json comes back at once when a pool
+//! cannot serve. The Redis pool is built over the process's one `RedisHandle`.
 //!
 //! ```sh
 //! cargo run --example pools
@@ -18,10 +19,11 @@ use axum::{
 use fred::interfaces::KeysInterface;
 use phalanx::{
     breaker::BreakerRegistry,
-    core::StatusSource,
-    pools::{
-        Db, DbPool, DbPoolConfig, Http, HttpClient, HttpClientConfig, PoolsStatus, Redis, RedisPool, RedisPoolConfig,
+    core::{
+        redis::{RedisHandle, RedisSettings},
+        StatusRegistry,
     },
+    pools::{Db, DbPool, Http, HttpClient, Redis, RedisPool},
 };
 
 #[derive(Clone)]
@@ -30,7 +32,7 @@ struct AppState {
     redis: RedisPool,
     http: HttpClient,
     upstream: Upstream,
-    pools: Pools,
+    status: StatusRegistry,
 }
 
 // Each extractor finds its part of the state through `FromRef`.
@@ -43,13 +45,10 @@ macro_rules! from_state {
         }
     )*};
 }
-from_state!(db: DbPool<sqlx::Any>, redis: RedisPool, http: HttpClient, upstream: Upstream, pools: Pools);
+from_state!(db: DbPool<sqlx::Any>, redis: RedisPool, http: HttpClient, upstream: Upstream, status: StatusRegistry);
 
 #[derive(Clone)]
 struct Upstream(SocketAddr);
-
-#[derive(Clone)]
-struct Pools(PoolsStatus);
 
 /// The same code runs on SQLite and PostgreSQL: `Db` is `Db<sqlx::Any>`.
 async fn query_db(mut db: Db) -> String {
@@ -73,8 +72,9 @@ async fn call_upstream(Http(client): Http, State(Upstream(addr)): State<Upstream
     }
 }
 
-async fn status(State(Pools(pools)): State<Pools>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "pools": pools.report(), "targets": pools.targets() }))
+async fn status_report(State(status): State<StatusRegistry>) -> Json<serde_json::Value> {
+    let sections: serde_json::Map<String, serde_json::Value> = status.sections().into_iter().collect();
+    Json(serde_json::json!({ "sections": sections, "targets": status.targets() }))
 }
 
 #[tokio::main]
@@ -89,19 +89,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     });
 
     let db_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| "sqlite::memory:".into());
-    let db = DbPool::<sqlx::Any>::new(DbPoolConfig::from_url(db_url))?;
+    let db = DbPool::<sqlx::Any>::builder().url(db_url).build().await?;
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let redis = RedisPool::new(RedisPoolConfig::from_url(redis_url))?;
+    let redis_handle = RedisHandle::connect(RedisSettings::from_url(redis_url))?;
+    let redis = RedisPool::builder().redis(redis_handle).build().await?;
     let breakers = BreakerRegistry::builder().build()?;
-    let http_client = HttpClient::builder(HttpClientConfig::default()).breaker(breakers).build()?;
+    let http_client = HttpClient::builder().breaker(breakers).build().await?;
 
-    let pools = PoolsStatus::new().with(db.clone()).with(redis.clone()).with(http_client.clone());
-    let state = AppState { db, redis, http: http_client, upstream: Upstream(upstream_addr), pools: Pools(pools) };
+    let status = StatusRegistry::new();
+    status.register(db.clone());
+    status.register(redis.clone());
+    status.register(http_client.clone());
+    let state = AppState { db, redis, http: http_client, upstream: Upstream(upstream_addr), status };
     let app = Router::new()
         .route("/db", get(query_db))
         .route("/redis", get(count_visit))
         .route("/http", get(call_upstream))
-        .route("/status", get(status))
+        .route("/status", get(status_report))
         .with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     println!("listening on http://{}", listener.local_addr()?);

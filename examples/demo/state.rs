@@ -19,7 +19,7 @@ use phalanx::{
         Classifier, ClientKeyResolver, Deps, StatusRegistry,
     },
     metrics::{MetricsLayer, PrometheusExporter},
-    pools::{DbPool, DbPoolConfig, HttpClient, PoolsStatus, RedisPool},
+    pools::{DbPool, HttpClient, RedisPool},
     ratelimit::RateLimitLayer,
 };
 
@@ -127,11 +127,12 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let writers = Writers::from_config(config)?;
     let classifier = classifier(config, key_resolver.clone());
     let redis_settings = redis_settings(config);
-
-    // The process's one Redis handle (one pool, one subscriber), for the layers that take it.
+    // The process's one Redis handle (one pool, one subscriber): the rate limiter, the caches and
+    // the Redis extractor's pool all run on it.
+    let redis_handle = redis_settings.clone().map(RedisHandle::connect).transpose()?;
     let mut deps = Deps::new();
-    if let Some(settings) = &redis_settings {
-        deps = deps.redis(RedisHandle::connect(settings.clone())?);
+    if let Some(handle) = &redis_handle {
+        deps = deps.redis(handle.clone());
     }
     let ratelimit = ratelimit(config, &deps)?;
     status.register(ratelimit.clone());
@@ -166,27 +167,31 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     sqlx::any::install_default_drivers();
     let database_kind = if config.database_url.starts_with("postgres") { "postgresql" } else { "sqlite" };
     db::prepare(&config.database_url).await?;
-    let db_config = DbPoolConfig { url: config.database_url.clone(), ..config.pools.db.clone() };
-    let db = DbPool::<sqlx::Any>::new(db_config)?;
+    // `database_url` (env DATABASE_URL) names the database of the pool.
+    let db_config = config.pools.db.clone().with_url(config.database_url.clone());
+    let db = DbPool::<sqlx::Any>::from_config(&db_config, &deps).await.map_err(|e| in_section(e, "pools.db"))?;
     db::migrate(db.sqlx()).await?;
     let seeded = db::seed(db.sqlx(), config.seed_items).await?;
     if seeded > 0 {
         tracing::info!(seeded, "catalog seeded");
     }
-    let redis = match &config.redis_url {
-        Some(url) => Some(RedisPool::new(phalanx::pools::RedisPoolConfig {
-            url: url.clone(),
-            tls_ca_file: config.redis_tls_ca_file.clone().or_else(|| config.pools.redis.tls_ca_file.clone()),
-            ..config.pools.redis.clone()
-        })?),
+    let redis = match &redis_handle {
+        Some(_) => {
+            Some(RedisPool::from_config(&config.pools.redis, &deps).await.map_err(|e| in_section(e, "pools.redis"))?)
+        }
         None => None,
     };
-    let http = HttpClient::builder(config.pools.http.clone()).breaker(breakers.clone()).build()?;
-    let mut pools = PoolsStatus::new().with(db.clone()).with(http.clone());
+    let http = HttpClient::builder()
+        .config(config.pools.http.clone())
+        .breaker(breakers.clone())
+        .build()
+        .await
+        .map_err(|e| in_section(e, "pools.http"))?;
+    status.register(db.clone());
+    status.register(http.clone());
     if let Some(redis) = &redis {
-        pools = pools.with(redis.clone());
+        status.register(redis.clone());
     }
-    status.register(pools);
 
     let (upstream_url, upstream_control) = match &config.upstream.url {
         Some(url) => (url.trim_end_matches('/').to_owned(), None),
@@ -214,6 +219,14 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     };
     let layers = Layers { exporter, metrics, classifier, ratelimit, admission, breakers, status };
     Ok((state, layers))
+}
+
+/// A pool's configuration error with its field named from the file's top (`pools.db.url`).
+fn in_section(e: phalanx::pools::Error, section: &str) -> Error {
+    match e {
+        phalanx::pools::Error::Config(c) => c.in_section(section).into(),
+        other => other.into(),
+    }
 }
 
 /// The one Redis deployment every layer uses: `REDIS_URL` as given (`redis://`, `rediss://`,

@@ -93,12 +93,13 @@ async fn every_redis_url_scheme_reaches_the_shared_settings_and_builds() {
         assert_eq!(settings.uses_tls(), url.starts_with("rediss"), "{url}");
         // Built, not connected: the URL is understood.
         settings.build_pool().unwrap_or_else(|e| panic!("{url}: {e}"));
-        // The Redis pool of the handlers takes the same URL.
-        phalanx::pools::RedisPool::new(phalanx::pools::RedisPoolConfig {
-            url: url.to_owned(),
-            ..config.pools.redis.clone()
-        })
-        .unwrap_or_else(|e| panic!("{url}: {e}"));
+        // The Redis pool of the handlers is built over the handle of the same settings.
+        let handle =
+            phalanx::core::redis::RedisHandle::unconnected(settings.clone()).unwrap_or_else(|e| panic!("{url}: {e}"));
+        let deps = phalanx::core::Deps::new().redis(handle);
+        phalanx::pools::RedisPool::from_config(&config.pools.redis, &deps)
+            .await
+            .unwrap_or_else(|e| panic!("{url}: {e}"));
     }
     // A CA file for a plain URL is a configuration mistake, refused at start-up.
     let mut config = DemoConfig::from_toml(EMBEDDED).unwrap();

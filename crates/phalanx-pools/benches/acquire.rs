@@ -13,22 +13,21 @@ use phalanx_pools::{DbPool, DbPoolConfig};
 use sqlx::{pool::PoolOptions, Connection, Database, Executor};
 
 fn config(url: &str, test_before_acquire: bool) -> DbPoolConfig {
-    DbPoolConfig {
-        name: "bench".into(),
-        min_connections: 4,
-        max_connections: 4,
-        test_before_acquire,
-        ..DbPoolConfig::from_url(url)
-    }
+    DbPoolConfig::default()
+        .with_name("bench")
+        .with_url(url)
+        .with_min_connections(4)
+        .with_max_connections(4)
+        .with_test_before_acquire(test_before_acquire)
 }
 
 fn bare<DB: Database>(config: &DbPoolConfig) -> sqlx::Pool<DB> {
     PoolOptions::<DB>::new()
         .min_connections(config.min_connections)
         .max_connections(config.max_connections)
-        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .acquire_timeout(config.acquire_timeout)
         .test_before_acquire(config.test_before_acquire)
-        .connect_lazy(&config.url)
+        .connect_lazy(config.url.as_deref().unwrap())
         .unwrap()
 }
 
@@ -43,7 +42,8 @@ where
     let config = config(url, test_before_acquire);
     let (bare, instrumented) = rt.block_on(async {
         let bare = bare::<DB>(&config);
-        let instrumented = DbPool::<DB>::builder(config.clone()).meter(provider.meter("bench")).build().unwrap();
+        let instrumented =
+            DbPool::<DB>::builder().config(config.clone()).meter(provider.meter("bench")).build().await.unwrap();
         // Warm both pools to the same number of open connections.
         for _ in 0..config.max_connections {
             drop(bare.acquire().await.unwrap());

@@ -1,5 +1,7 @@
 //! Pool health: a background check (`SELECT 1`, `PING`) with a timeout feeds a small state
 //! machine shared by every pool kind.
+// The checker runs only behind the `db` and `redis` features.
+#![cfg_attr(not(any(feature = "db", feature = "redis")), allow(dead_code))]
 
 use std::{
     future::Future,
@@ -8,6 +10,7 @@ use std::{
 };
 
 use parking_lot::Mutex;
+use phalanx_core::ConfigError;
 use tokio::time::Instant;
 
 /// How healthy a pool is, as judged by its background check and its recent acquisitions.
@@ -55,21 +58,25 @@ impl std::fmt::Display for Health {
 /// The background health check. Serde form (all fields optional):
 ///
 /// ```toml
-/// interval_ms = 1000
-/// timeout_ms = 500
-/// degraded_latency_ms = 100
+/// interval = "1s"
+/// timeout = "500ms"
+/// degraded_latency = "100ms"
 /// unhealthy_after = 2
 /// recover_after = 2
 /// ```
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct HealthConfig {
-    /// Time between two checks, in milliseconds. Default: 1000.
-    pub interval_ms: u64,
-    /// Deadline of one check, in milliseconds. Default: 500.
-    pub timeout_ms: u64,
-    /// A passing check slower than this marks the pool degraded, in milliseconds. Default: 100.
-    pub degraded_latency_ms: u64,
+    /// Time between two checks. Default: `"1s"`.
+    #[serde(with = "phalanx_core::duration")]
+    pub interval: Duration,
+    /// Deadline of one check. Default: `"500ms"`.
+    #[serde(with = "phalanx_core::duration")]
+    pub timeout: Duration,
+    /// A passing check slower than this marks the pool degraded. Default: `"100ms"`.
+    #[serde(with = "phalanx_core::duration")]
+    pub degraded_latency: Duration,
     /// Consecutive failed checks before the pool is unhealthy. Default: 2.
     pub unhealthy_after: u32,
     /// Consecutive passing checks before an unhealthy pool is healthy again. Default: 2.
@@ -79,9 +86,9 @@ pub struct HealthConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            interval_ms: 1000,
-            timeout_ms: 500,
-            degraded_latency_ms: 100,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            degraded_latency: Duration::from_millis(100),
             unhealthy_after: 2,
             recover_after: 2,
         }
@@ -89,22 +96,50 @@ impl Default for HealthConfig {
 }
 
 impl HealthConfig {
-    pub(crate) fn validate(&self, pool: &str) -> Result<(), String> {
-        if self.interval_ms == 0 || self.timeout_ms == 0 {
-            return Err(format!("pool `{pool}`: health interval_ms and timeout_ms must be > 0"));
+    /// The same check every `interval`.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self
+    }
+
+    /// The same check with this deadline.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The same check, degraded above this latency.
+    pub fn with_degraded_latency(mut self, latency: Duration) -> Self {
+        self.degraded_latency = latency;
+        self
+    }
+
+    /// The same check, unhealthy after `n` failures in a row.
+    pub fn with_unhealthy_after(mut self, n: u32) -> Self {
+        self.unhealthy_after = n;
+        self
+    }
+
+    /// The same check, healthy again after `n` passes in a row.
+    pub fn with_recover_after(mut self, n: u32) -> Self {
+        self.recover_after = n;
+        self
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.interval.is_zero() {
+            return Err(ConfigError::new("health.interval", "must be more than 0"));
         }
-        if self.unhealthy_after == 0 || self.recover_after == 0 {
-            return Err(format!("pool `{pool}`: health unhealthy_after and recover_after must be >= 1"));
+        if self.timeout.is_zero() {
+            return Err(ConfigError::new("health.timeout", "must be more than 0"));
+        }
+        if self.unhealthy_after == 0 {
+            return Err(ConfigError::new("health.unhealthy_after", "must be at least 1"));
+        }
+        if self.recover_after == 0 {
+            return Err(ConfigError::new("health.recover_after", "must be at least 1"));
         }
         Ok(())
-    }
-
-    pub(crate) fn interval(&self) -> Duration {
-        Duration::from_millis(self.interval_ms)
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
     }
 }
 
@@ -186,7 +221,7 @@ impl HealthTracker {
                 s.consecutive_failures = 0;
                 s.consecutive_passes = s.consecutive_passes.saturating_add(1);
                 s.last_latency = Some(latency);
-                let slow = latency > Duration::from_millis(self.config.degraded_latency_ms);
+                let slow = latency > self.config.degraded_latency;
                 let pressured = std::mem::take(&mut s.pressure_since_check);
                 let was_down = matches!(s.state, Health::Unhealthy | Health::Recovering);
                 s.state = if was_down && s.consecutive_passes < self.config.recover_after {
@@ -239,8 +274,8 @@ pub(crate) trait Checked: Send + Sync + 'static {
 /// Run the check every interval until the pool is dropped (the task holds only a `Weak`).
 pub(crate) fn spawn_checker<T: Checked>(shared: &Arc<T>) {
     let weak: Weak<T> = Arc::downgrade(shared);
-    let interval = shared.tracker().config().interval();
-    let timeout = shared.tracker().config().timeout();
+    let interval = shared.tracker().config().interval;
+    let timeout = shared.tracker().config().timeout;
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -1,5 +1,7 @@
 //! Pool instrumentation: OpenTelemetry instruments named by `phalanx_core::names`, plus the
 //! lock-free figures `/status` reports.
+// Pool instruments serve `db` and `redis`; the latency figures serve `http-client` too.
+#![cfg_attr(not(all(feature = "db", feature = "redis", feature = "http-client")), allow(dead_code))]
 
 use std::{
     sync::{

@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::response::{IntoResponse, Response};
 use phalanx_core::{problem::types, Problem};
 
-/// The rejection of the [`Db`](crate::Db) and [`Redis`](crate::Redis) extractors.
+/// The rejection of the `Db` and `Redis` extractors (features `db`, `redis`).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PoolRejection {
     /// Every connection was in use for the whole acquire timeout (`POOL_EXHAUSTED`).

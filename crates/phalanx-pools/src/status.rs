@@ -1,85 +1,26 @@
-//! The `pools` section of `/status`.
+//! What every pool's `/status` section shares: its two targets.
+//!
+//! Each pool handle ([`DbPool`](crate::DbPool), [`RedisPool`](crate::RedisPool),
+//! [`HttpClient`](crate::HttpClient)) is a [`StatusSource`](phalanx_core::StatusSource) whose
+//! section is named by the pool: register it with `registry.register(pool.clone())`, or under
+//! another name with `registry.register_as(name, pool.clone())`.
+#![cfg_attr(not(any(feature = "db", feature = "redis")), allow(dead_code))]
 
-use std::sync::Arc;
-
-use phalanx_core::{StatusSource, TargetCheck};
+use phalanx_core::TargetCheck;
 
 use crate::health::Health;
 
-/// A pool that reports itself in the `pools` section of `/status`. Implemented by
-/// [`DbPool`](crate::DbPool), [`RedisPool`](crate::RedisPool) and [`HttpClient`](crate::HttpClient).
-pub trait PoolReport: Send + Sync + 'static {
-    /// The pool's name: its key in the section.
-    fn name(&self) -> &str;
-    /// Its current figures.
-    fn report(&self) -> serde_json::Value;
-    /// `in_use / max`, where the pool has a maximum.
-    fn utilization(&self) -> f64 {
-        0.0
+/// `pool.<name>.health != unhealthy`, and `pool.<name>.utilization <= target` when the pool's
+/// configuration sets a `utilization_target`.
+pub(crate) fn pool_targets(name: &str, utilization: f64, target: Option<f64>, health: Health) -> Vec<TargetCheck> {
+    let mut targets = vec![TargetCheck {
+        name: format!("pool.{name}.health"),
+        target: "!= unhealthy".into(),
+        value: Some(health.as_gauge() as f64),
+        met: Some(health != Health::Unhealthy),
+    }];
+    if let Some(target) = target {
+        targets.push(TargetCheck::at_most(format!("pool.{name}.utilization"), Some(utilization), target));
     }
-    /// Its health.
-    fn health(&self) -> Health;
-}
-
-/// The `pools` section of `/status`: every registered pool's figures, and two targets per pool
-/// (utilization ≤ 0.9, health not unhealthy). Register it in a
-/// [`StatusRegistry`](phalanx_core::StatusRegistry).
-#[derive(Clone, Default)]
-pub struct PoolsStatus {
-    pools: Vec<Arc<dyn PoolReport>>,
-}
-
-impl std::fmt::Debug for PoolsStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.pools.iter().map(|p| p.name().to_owned())).finish()
-    }
-}
-
-impl PoolsStatus {
-    /// An empty section.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Add a pool (a clone of its handle).
-    pub fn with(mut self, pool: impl PoolReport) -> Self {
-        self.pools.push(Arc::new(pool));
-        self
-    }
-}
-
-/// Utilization above which a pool is reported as running out of headroom.
-const UTILIZATION_TARGET: f64 = 0.9;
-
-impl StatusSource for PoolsStatus {
-    fn name(&self) -> &str {
-        "pools"
-    }
-
-    fn report(&self) -> serde_json::Value {
-        let map = self.pools.iter().map(|p| (p.name().to_owned(), p.report())).collect();
-        serde_json::Value::Object(map)
-    }
-
-    fn targets(&self) -> Vec<TargetCheck> {
-        self.pools
-            .iter()
-            .flat_map(|p| {
-                let healthy = p.health() != Health::Unhealthy;
-                [
-                    TargetCheck::at_most(
-                        format!("pool.{}.utilization", p.name()),
-                        Some(p.utilization()),
-                        UTILIZATION_TARGET,
-                    ),
-                    TargetCheck {
-                        name: format!("pool.{}.health", p.name()),
-                        target: "!= unhealthy".into(),
-                        value: Some(p.health().as_gauge() as f64),
-                        met: Some(healthy),
-                    },
-                ]
-            })
-            .collect()
-    }
+    targets
 }

@@ -8,13 +8,14 @@ use axum::{routing::get, Router};
 use common::{get as request, unique, Metrics, Proxy};
 use http::{header, StatusCode};
 use opentelemetry::KeyValue;
+use phalanx_core::StatusRegistry;
 use phalanx_core::{
     names,
     problem::{types, PROBLEM_JSON},
     testing::{postgres_url, skip},
     StatusSource,
 };
-use phalanx_pools::{Db, DbPool, DbPoolConfig, Health, HealthConfig, PoolReport, PoolsStatus};
+use phalanx_pools::{Db, DbPool, DbPoolConfig, Health, HealthConfig};
 use sqlx::{Connection, Postgres};
 
 fn pool_label(name: &str) -> KeyValue {
@@ -37,14 +38,18 @@ async fn answer_pg(mut db: Db<Postgres>) -> String {
 }
 
 fn fast_health() -> HealthConfig {
-    HealthConfig { interval_ms: 50, timeout_ms: 200, unhealthy_after: 2, recover_after: 2, ..HealthConfig::default() }
+    HealthConfig::default()
+        .with_interval(Duration::from_millis(50))
+        .with_timeout(Duration::from_millis(200))
+        .with_unhealthy_after(2)
+        .with_recover_after(2)
 }
 
 #[tokio::test]
 async fn sqlite_pool_serves_a_handler_and_records_acquisitions_and_gauges() {
     let metrics = Metrics::new();
-    let config = DbPoolConfig { name: unique("sqlite"), ..DbPoolConfig::from_url("sqlite::memory:") };
-    let pool = DbPool::<sqlx::Sqlite>::builder(config.clone()).meter(metrics.meter()).build().unwrap();
+    let config = DbPoolConfig::default().with_name(unique("sqlite")).with_url("sqlite::memory:");
+    let pool = DbPool::<sqlx::Sqlite>::builder().config(config.clone()).meter(metrics.meter()).build().await.unwrap();
     let app = Router::new().route("/", get(answer_sqlite)).with_state(pool.clone());
     for _ in 0..3 {
         let (status, _, body, _) = request(&app, "/").await;
@@ -62,26 +67,58 @@ async fn sqlite_pool_serves_a_handler_and_records_acquisitions_and_gauges() {
 #[tokio::test]
 async fn any_pool_runs_the_same_handler_code_on_sqlite() {
     sqlx::any::install_default_drivers();
-    let pool =
-        DbPool::<sqlx::Any>::new(DbPoolConfig { name: unique("any"), ..DbPoolConfig::from_url("sqlite::memory:") })
-            .unwrap();
+    let pool = DbPool::<sqlx::Any>::builder().name(unique("any")).url("sqlite::memory:").build().await.unwrap();
     let app = Router::new().route("/", get(answer_any)).with_state(pool);
     let (status, _, body, _) = request(&app, "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));
 }
 
-#[test]
-fn invalid_configuration_fails_at_build_time_with_the_field_named() {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let _guard = rt.enter();
-    let bad = DbPoolConfig { min_connections: 5, max_connections: 2, ..DbPoolConfig::from_url("sqlite::memory:") };
-    let err = DbPool::<sqlx::Sqlite>::new(bad).unwrap_err().to_string();
-    assert!(err.contains("min_connections"), "{err}");
-    let bad = DbPoolConfig { acquire_timeout_ms: 0, ..DbPoolConfig::from_url("sqlite::memory:") };
-    assert!(DbPool::<sqlx::Sqlite>::new(bad).unwrap_err().to_string().contains("acquire_timeout_ms"));
-    let parsed: DbPoolConfig =
-        serde_json::from_str(r#"{"max_connections": 8, "health": {"interval_ms": 200}}"#).unwrap();
-    assert_eq!((parsed.max_connections, parsed.min_connections, parsed.health.interval_ms), (8, 2, 200));
+#[tokio::test]
+async fn invalid_configuration_fails_at_build_time_with_the_field_named() {
+    let field = |e: phalanx_pools::Error| match e {
+        phalanx_pools::Error::Config(c) => c.field().to_owned(),
+        other => panic!("not a configuration error: {other}"),
+    };
+    let sqlite = || DbPool::<sqlx::Sqlite>::builder().url("sqlite::memory:");
+    let err = sqlite().min_connections(5).max_connections(2).build().await.unwrap_err();
+    assert_eq!(field(err), "min_connections");
+    let err = sqlite().acquire_timeout(Duration::ZERO).build().await.unwrap_err();
+    assert_eq!(field(err), "acquire_timeout");
+    let err = sqlite().health(HealthConfig::default().with_interval(Duration::ZERO)).build().await.unwrap_err();
+    assert_eq!(field(err), "health.interval");
+    // No URL by default: the library has no database of its own to fall back on.
+    assert_eq!(DbPoolConfig::default().url, None);
+    // Nor a target of its own: without `utilization_target` only the health target is reported.
+    assert_eq!(DbPoolConfig::default().utilization_target, None);
+    let err = sqlite().utilization_target(0.0).build().await.unwrap_err();
+    assert_eq!(field(err), "utilization_target");
+    let err = DbPool::<sqlx::Sqlite>::builder().build().await.unwrap_err();
+    assert_eq!(field(err), "url");
+    let err = DbPool::<sqlx::Postgres>::builder().url("postgres://host:notaport/db").build().await.unwrap_err();
+    assert_eq!(field(err), "url");
+
+    let parsed: DbPoolConfig = serde_json::from_str(
+        r#"{"url": "sqlite::memory:", "max_connections": 8, "acquire_timeout": "1s", "health": {"interval": "200ms"}}"#,
+    )
+    .unwrap();
+    assert_eq!((parsed.max_connections, parsed.min_connections), (8, 2));
+    assert_eq!((parsed.acquire_timeout, parsed.health.interval), (Duration::from_secs(1), Duration::from_millis(200)));
+    assert!(serde_json::from_str::<DbPoolConfig>(r#"{"acquire_timeout": 250}"#).is_err(), "a bare number is refused");
+    let pool = DbPool::<sqlx::Sqlite>::from_config(&parsed, &phalanx_core::Deps::new()).await.unwrap();
+    assert_eq!(pool.config().max_connections, 8);
+}
+
+#[tokio::test]
+async fn connect_at_start_fails_the_build_when_the_database_is_unreachable() {
+    // A port nothing listens on: refused at once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let url = format!("postgres://nobody@127.0.0.1:{port}/none");
+    let lazy = DbPool::<Postgres>::builder().url(&url).min_connections(0).build().await;
+    assert!(lazy.is_ok(), "a lazy pool starts while its database is down");
+    let eager = DbPool::<Postgres>::builder().url(&url).min_connections(0).connect_at_start(true).build().await;
+    assert!(matches!(eager, Err(phalanx_pools::Error::Db(_))), "{eager:?}");
 }
 
 /// PostgreSQL when reachable; `None` after reporting the skip.
@@ -115,15 +152,18 @@ async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
     let Some(url) = postgres("saturated_postgres_pool_answers_503_within_the_acquire_timeout").await else { return };
     let metrics = Metrics::new();
     let name = unique("pg_saturated");
-    let config = DbPoolConfig {
-        name: name.clone(),
-        min_connections: 0,
-        max_connections: 3,
-        acquire_timeout_ms: 200,
-        health: fast_health(),
-        ..DbPoolConfig::from_url(with_application_name(&url, &name))
-    };
-    let pool = DbPool::<Postgres>::builder(config).meter(metrics.meter()).build().unwrap();
+    let pool = DbPool::<Postgres>::builder()
+        .url(with_application_name(&url, &name))
+        .name(&name)
+        .min_connections(0)
+        .max_connections(3)
+        .acquire_timeout(Duration::from_millis(200))
+        .health(fast_health())
+        .utilization_target(0.9)
+        .meter(metrics.meter())
+        .build()
+        .await
+        .unwrap();
     let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
     assert_eq!(request(&app, "/").await.0, StatusCode::OK);
 
@@ -135,6 +175,8 @@ async fn saturated_postgres_pool_answers_503_within_the_acquire_timeout() {
     let occupancy = pool.occupancy();
     assert_eq!((occupancy.in_use, occupancy.size, occupancy.max), (held.len() as u64, 3, 3));
     assert_eq!(pool.report()["utilization"], 1.0);
+    let target = pool.targets().into_iter().find(|t| t.name.ends_with(".utilization")).unwrap();
+    assert_eq!((target.value, target.met), (Some(1.0), Some(false)), "the configured target is missed");
     assert_eq!(metrics.gauge(names::POOL_UTILIZATION, &pool_label(&name)), Some(1.0));
     assert_eq!(metrics.gauge(names::POOL_IN_USE, &pool_label(&name)), Some(3.0));
 
@@ -184,15 +226,16 @@ async fn futures_join(app: &Router, n: usize) -> Vec<(StatusCode, http::HeaderMa
 async fn terminated_backends_are_replaced_without_a_manual_step() {
     let Some(url) = postgres("terminated_backends_are_replaced_without_a_manual_step").await else { return };
     let name = unique("pg_terminated");
-    let config = DbPoolConfig {
-        name: name.clone(),
-        min_connections: 2,
-        max_connections: 4,
-        acquire_timeout_ms: 200,
-        health: fast_health(),
-        ..DbPoolConfig::from_url(with_application_name(&url, &name))
-    };
-    let pool = DbPool::<Postgres>::new(config).unwrap();
+    let pool = DbPool::<Postgres>::builder()
+        .url(with_application_name(&url, &name))
+        .name(&name)
+        .min_connections(2)
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(200))
+        .health(fast_health())
+        .build()
+        .await
+        .unwrap();
     let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
     // Open a few connections and leave them idle in the pool.
     let held: Vec<_> = futures_acquire(&pool, 3).await;
@@ -252,16 +295,18 @@ async fn a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_bac
     let proxy = Proxy::start(target).await;
     let proxied = url.replacen(authority, &proxy.addr.to_string(), 1);
     let name = unique("pg_down");
-    let config = DbPoolConfig {
-        name: name.clone(),
-        min_connections: 1,
-        max_connections: 4,
-        acquire_timeout_ms: 200,
-        health: fast_health(),
-        ..DbPoolConfig::from_url(proxied)
-    };
-    let pool = DbPool::<Postgres>::new(config).unwrap();
-    let status = PoolsStatus::new().with(pool.clone());
+    let pool = DbPool::<Postgres>::builder()
+        .url(proxied)
+        .name(&name)
+        .min_connections(1)
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(200))
+        .health(fast_health())
+        .build()
+        .await
+        .unwrap();
+    let status = StatusRegistry::new();
+    status.register(pool.clone());
     let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
     assert_eq!(request(&app, "/").await.0, StatusCode::OK);
 
@@ -272,7 +317,9 @@ async fn a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_bac
     assert!(took < Duration::from_millis(50), "unhealthy pool should fail fast, took {took:?}");
     assert!(body.contains(types::DEPENDENCY_UNAVAILABLE), "{body}");
     assert_eq!(status.targets().iter().find(|t| t.name.ends_with(".health")).unwrap().met, Some(false));
-    assert_eq!(status.report()[&name]["health"]["state"], "unhealthy");
+    let sections = status.sections();
+    assert_eq!(sections[0].0, name, "the section is named by the pool");
+    assert_eq!(sections[0].1["health"]["state"], "unhealthy");
 
     proxy.set_up(true);
     wait_for(|| pool.health() == Health::Healthy, "healthy again").await;
@@ -293,14 +340,15 @@ async fn any_pool_runs_the_same_handler_code_on_postgres() {
     let Some(url) = postgres("any_pool_runs_the_same_handler_code_on_postgres").await else { return };
     sqlx::any::install_default_drivers();
     let name = unique("pg_any");
-    let pool = DbPool::<sqlx::Any>::new(DbPoolConfig {
-        name: name.clone(),
-        min_connections: 0,
-        max_connections: 2,
-        health: fast_health(),
-        ..DbPoolConfig::from_url(with_application_name(&url, &name))
-    })
-    .unwrap();
+    let pool = DbPool::<sqlx::Any>::builder()
+        .url(with_application_name(&url, &name))
+        .name(&name)
+        .min_connections(0)
+        .max_connections(2)
+        .health(fast_health())
+        .build()
+        .await
+        .unwrap();
     let app = Router::new().route("/", get(answer_any)).with_state(pool.clone());
     let (status, _, body, _) = request(&app, "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "42"));

@@ -52,27 +52,27 @@ async fn upstream() -> (SocketAddr, Arc<AtomicU64>) {
     (addr, hits)
 }
 
+/// 3 retries per request, within a budget of 20 % of the requests plus a floor of 5 retries
+/// (1 per second of a 5 s window, longer than any of these tests).
 fn config() -> HttpClientConfig {
-    HttpClientConfig {
-        max_retries: 3,
-        retry_backoff_ms: 1,
-        retry_budget_ratio: 0.2,
-        retry_budget_reserve: 5,
-        ..HttpClientConfig::default()
-    }
+    HttpClientConfig::default().with_max_retries(3).with_retry_backoff(Duration::from_millis(1)).with_retry_budget(
+        0.2,
+        1,
+        Duration::from_secs(5),
+    )
 }
 
 #[tokio::test]
 async fn retries_against_a_failing_upstream_never_exceed_the_budget() {
     let (addr, hits) = upstream().await;
-    let client = HttpClient::new(config()).unwrap();
+    let client = HttpClient::builder().config(config()).build().await.unwrap();
     let requests = 100;
     for _ in 0..requests {
         let res = client.get(format!("http://{addr}/fail")).send().await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
     let hits = hits.load(Ordering::SeqCst);
-    // Without a budget, 3 retries each would make 400 hits; the budget allows the reserve (5)
+    // Without a budget, 3 retries each would make 400 hits; the budget allows its floor (5)
     // plus 20 % of the requests.
     let ceiling = requests + 5 + requests / 5;
     assert!(hits <= ceiling, "{hits} upstream hits > budget ceiling {ceiling}");
@@ -85,7 +85,7 @@ async fn retries_against_a_failing_upstream_never_exceed_the_budget() {
 #[tokio::test]
 async fn non_idempotent_requests_are_never_retried() {
     let (addr, hits) = upstream().await;
-    let client = HttpClient::new(config()).unwrap();
+    let client = HttpClient::builder().config(config()).build().await.unwrap();
     for _ in 0..20 {
         let res = client.post(format!("http://{addr}/fail")).body("order").send().await.unwrap();
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -97,7 +97,7 @@ async fn non_idempotent_requests_are_never_retried() {
 #[tokio::test]
 async fn an_idempotent_request_is_retried_until_the_upstream_answers() {
     let (addr, hits) = upstream().await;
-    let client = HttpClient::new(config()).unwrap();
+    let client = HttpClient::builder().config(config()).build().await.unwrap();
     let res = client.get(format!("http://{addr}/flaky")).send().await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(hits.load(Ordering::SeqCst), 3);
@@ -107,7 +107,7 @@ async fn an_idempotent_request_is_retried_until_the_upstream_answers() {
 async fn a_refused_connection_is_retried_within_the_budget_and_counted_per_upstream() {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let metrics = Metrics::new();
-    let client = HttpClient::builder(config()).meter(metrics.meter()).build().unwrap();
+    let client = HttpClient::builder().config(config()).meter(metrics.meter()).build().await.unwrap();
     let err = client.get(format!("http://127.0.0.1:{port}/")).send().await.unwrap_err();
     assert!(err.is_connect(), "{err}");
     let report = client.upstream_report(&format!("127.0.0.1:{port}")).unwrap();
@@ -127,7 +127,7 @@ async fn an_open_breaker_stops_calls_and_its_refusals_are_not_retried() {
         .with_failure_rate_threshold(0.5)
         .with_wait_in_open(Duration::from_secs(60));
     let registry = BreakerRegistry::builder().config(breaker).build().unwrap();
-    let client = HttpClient::builder(config()).breaker(registry).build().unwrap();
+    let client = HttpClient::builder().config(config()).breaker(registry).build().await.unwrap();
     let url = format!("http://{addr}/fail");
     let mut opened = false;
     for _ in 0..20 {
@@ -158,7 +158,7 @@ struct AppState {
 #[tokio::test]
 async fn the_http_extractor_hands_out_the_shared_client() {
     let (addr, _) = upstream().await;
-    let state = AppState { http: HttpClient::new(config()).unwrap(), upstream: addr };
+    let state = AppState { http: HttpClient::builder().config(config()).build().await.unwrap(), upstream: addr };
     let app = Router::new()
         .route(
             "/",
@@ -231,7 +231,7 @@ async fn p2c_spreads_an_even_load_within_one_percent() {
         addrs.push(a.to_string());
         hits.push(h);
     }
-    let client = HttpClient::builder(config()).upstream("replicas", addrs.clone()).build().unwrap();
+    let client = HttpClient::builder().config(config()).upstream("replicas", addrs.clone()).build().await.unwrap();
     let statuses = drive(&client, 4000, 16).await;
     assert!(statuses.iter().all(|s| *s == StatusCode::OK));
     let counts: Vec<u64> = hits.iter().map(|h| h.load(Ordering::SeqCst)).collect();
@@ -254,7 +254,7 @@ async fn a_slow_replica_gets_less() {
         addrs.push(a.to_string());
         hits.push(h);
     }
-    let client = HttpClient::builder(config()).upstream("replicas", addrs).build().unwrap();
+    let client = HttpClient::builder().config(config()).upstream("replicas", addrs).build().await.unwrap();
     drive(&client, 2000, 16).await;
     let counts: Vec<u64> = hits.iter().map(|h| h.load(Ordering::SeqCst)).collect();
     let fast_mean = counts[1..].iter().sum::<u64>() as f64 / 3.0;
@@ -280,8 +280,13 @@ async fn a_failing_replica_is_ejected_by_its_breaker() {
         .with_failure_rate_threshold(0.5)
         .with_wait_in_open(Duration::from_secs(60));
     let registry = BreakerRegistry::builder().config(breaker).build().unwrap();
-    let client =
-        HttpClient::builder(config()).breaker(registry.clone()).upstream("replicas", addrs.clone()).build().unwrap();
+    let client = HttpClient::builder()
+        .config(config())
+        .breaker(registry.clone())
+        .upstream("replicas", addrs.clone())
+        .build()
+        .await
+        .unwrap();
     let statuses = drive(&client, 400, 4).await;
     let failing = registry.get(&addrs[0]).expect("the failing replica has a breaker");
     assert_eq!(failing.state(), phalanx_breaker::State::Open);
@@ -300,11 +305,33 @@ async fn a_failing_replica_is_ejected_by_its_breaker() {
     }
 }
 
-#[test]
-fn bad_replica_addresses_are_refused_at_build_time() {
+#[tokio::test]
+async fn bad_replica_addresses_are_refused_at_build_time() {
     for bad in ["nohost", "host:notaport", ":80", "host:0"] {
-        assert!(HttpClient::builder(config()).upstream("x", [bad]).build().is_err(), "{bad}");
+        assert!(HttpClient::builder().config(config()).upstream("x", [bad]).build().await.is_err(), "{bad}");
     }
     let empty: [&str; 0] = [];
-    assert!(HttpClient::builder(config()).upstream("x", empty).build().is_err());
+    assert!(HttpClient::builder().config(config()).upstream("x", empty).build().await.is_err());
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused_naming_the_field() {
+    let field = |r: Result<HttpClient, phalanx_pools::Error>| match r {
+        Err(phalanx_pools::Error::Config(e)) => e.field().to_owned(),
+        other => panic!("{other:?}"),
+    };
+    let ttl = Duration::from_secs(10);
+    assert_eq!(field(HttpClient::builder().retry_budget(1.5, 1, ttl).build().await), "retry_budget_ratio");
+    assert_eq!(
+        field(HttpClient::builder().retry_budget(0.2, 1, Duration::from_secs(61)).build().await),
+        "retry_budget_ttl"
+    );
+    assert_eq!(field(HttpClient::builder().request_timeout(Duration::ZERO).build().await), "request_timeout");
+    assert_eq!(field(HttpClient::builder().upstream("quote", ["nohost"]).build().await), "upstreams.quote");
+    let parsed: HttpClientConfig =
+        serde_json::from_str(r#"{"request_timeout": "2s", "retry_backoff": "10ms", "retry_budget_ttl": "30s"}"#)
+            .unwrap();
+    assert_eq!((parsed.request_timeout, parsed.retry_backoff), (Duration::from_secs(2), Duration::from_millis(10)));
+    let client = HttpClient::from_config(&parsed, &phalanx_core::Deps::new()).await.unwrap();
+    assert_eq!(client.config().retry_budget_ttl, Duration::from_secs(30));
 }

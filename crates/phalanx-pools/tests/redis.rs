@@ -16,23 +16,36 @@ use opentelemetry::KeyValue;
 use phalanx_core::{
     names,
     problem::types,
+    redis::{RedisHandle, RedisSettings},
     testing::{redis_url, skip, unique_prefix, RedisServer},
+    Deps, StatusSource,
 };
-use phalanx_pools::{Health, HealthConfig, PoolReport, Redis, RedisPool, RedisPoolConfig, POOL_COMMAND_DURATION};
+use phalanx_pools::{Health, HealthConfig, Redis, RedisPool, RedisPoolConfig, POOL_COMMAND_DURATION};
 
 fn fast_health() -> HealthConfig {
-    HealthConfig { interval_ms: 50, timeout_ms: 200, unhealthy_after: 2, recover_after: 2, ..HealthConfig::default() }
+    HealthConfig::default()
+        .with_interval(Duration::from_millis(50))
+        .with_timeout(Duration::from_millis(200))
+        .with_unhealthy_after(2)
+        .with_recover_after(2)
 }
 
-fn config(name: &str, url: String) -> RedisPoolConfig {
-    RedisPoolConfig {
-        name: unique(name),
-        pool_size: 2,
-        command_timeout_ms: 500,
-        reconnect_max_delay_ms: 200,
-        health: fast_health(),
-        ..RedisPoolConfig::from_url(url)
-    }
+fn config(name: &str) -> RedisPoolConfig {
+    RedisPoolConfig::default()
+        .with_name(unique(name))
+        .with_command_timeout(Duration::from_millis(500))
+        .with_health(fast_health())
+}
+
+/// The shared handle a process would hold: two clients, quick reconnection.
+fn handle(url: String) -> RedisHandle {
+    let mut settings = RedisSettings::from_url(url).with_pool_size(2);
+    settings.reconnect_max_delay = Duration::from_millis(200);
+    RedisHandle::connect(settings).unwrap()
+}
+
+async fn pool(name: &str, url: String) -> RedisPool {
+    RedisPool::from_config(&config(name), &Deps::new().redis(handle(url))).await.unwrap()
 }
 
 async fn wait_for(cond: impl Fn() -> bool, what: &str) {
@@ -45,7 +58,7 @@ async fn wait_for(cond: impl Fn() -> bool, what: &str) {
 
 async fn ready(pool: &RedisPool, test: &str) -> bool {
     if tokio::time::timeout(Duration::from_secs(3), pool.fred().wait_for_connect()).await.is_err() {
-        skip(test, format!("no redis at {}", pool.config().url));
+        skip(test, format!("no redis at {}", pool.handle().settings().url));
         return false;
     }
     true
@@ -58,8 +71,14 @@ async fn ping(redis: &Redis) -> bool {
 #[tokio::test]
 async fn redis_extractor_runs_bounded_commands_and_records_their_latency() {
     let metrics = Metrics::new();
-    let config = config("redis_plain", redis_url());
-    let pool = RedisPool::builder(config.clone()).meter(metrics.meter()).build().unwrap();
+    let config = config("redis_plain");
+    let pool = RedisPool::builder()
+        .config(config.clone())
+        .redis(handle(redis_url()))
+        .meter(metrics.meter())
+        .build()
+        .await
+        .unwrap();
     if !ready(&pool, "redis_extractor_runs_bounded_commands_and_records_their_latency").await {
         return;
     }
@@ -101,7 +120,7 @@ async fn client_kill_is_recovered_by_itself_and_the_errors_are_counted() {
         skip("client_kill_is_recovered_by_itself_and_the_errors_are_counted", "redis-server not available");
         return;
     };
-    let pool = RedisPool::new(config("redis_kill", server.url())).unwrap();
+    let pool = pool("redis_kill", server.url()).await;
     assert!(ready(&pool, "client_kill").await);
     let redis = pool.acquire().await.unwrap();
     assert!(ping(&redis).await);
@@ -139,7 +158,7 @@ async fn a_restarted_redis_is_unhealthy_then_used_again_without_a_manual_step() 
         skip("a_restarted_redis_is_unhealthy_then_used_again_without_a_manual_step", "redis-server not available");
         return;
     };
-    let pool = RedisPool::new(config("redis_restart", server.url())).unwrap();
+    let pool = pool("redis_restart", server.url()).await;
     assert!(ready(&pool, "restart").await);
     let app = Router::new()
         .route(
@@ -170,6 +189,35 @@ async fn a_restarted_redis_is_unhealthy_then_used_again_without_a_manual_step() 
     assert_eq!((status, body.as_str()), (StatusCode::OK, "pong"));
 }
 
+#[tokio::test]
+async fn a_pool_without_a_redis_handle_is_refused_naming_redis() {
+    let err = RedisPool::builder().build().await.unwrap_err();
+    match err {
+        phalanx_pools::Error::Config(e) => assert_eq!(e.field(), "redis"),
+        other => panic!("{other}"),
+    }
+    let err = RedisPool::from_config(&RedisPoolConfig::default(), &Deps::new()).await.unwrap_err();
+    assert!(err.to_string().contains("redis"), "{err}");
+    let parsed: RedisPoolConfig =
+        serde_json::from_str(r#"{"acquire_timeout": "50ms", "health": {"timeout": "1s"}}"#).unwrap();
+    assert_eq!(parsed.acquire_timeout, Duration::from_millis(50));
+    assert_eq!(parsed.command_timeout, None);
+}
+
+#[tokio::test]
+async fn the_pool_shares_the_handle_and_takes_its_command_timeout() {
+    let shared = RedisHandle::unconnected(
+        RedisSettings::from_url(redis_url()).with_command_timeout(Duration::from_millis(7)).with_pool_size(3),
+    )
+    .unwrap();
+    let pool = RedisPool::builder().redis(shared.clone()).build().await.unwrap();
+    // The same fred pool, not a second one.
+    assert_eq!(pool.fred().size(), 3);
+    assert!(std::ptr::eq(pool.fred(), shared.pool()));
+    assert_eq!(pool.occupancy().max, 3);
+    assert_eq!(pool.report()["max"], 3);
+}
+
 #[derive(Clone)]
 struct OptionalState {
     redis: Option<RedisPool>,
@@ -197,7 +245,7 @@ async fn optional_redis_is_none_when_not_configured_or_gone() {
         skip("optional_redis_is_none_when_not_configured_or_gone", "redis-server not available");
         return;
     };
-    let pool = RedisPool::new(config("redis_optional", server.url())).unwrap();
+    let pool = pool("redis_optional", server.url()).await;
     assert!(ready(&pool, "optional").await);
     let app = Router::new().route("/", get(handler)).with_state(OptionalState { redis: Some(pool.clone()) });
     assert_eq!(request(&app, "/").await.2, "with redis");

@@ -20,7 +20,7 @@ use http::Extensions;
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 
-use crate::BuildError;
+use phalanx_core::ConfigError;
 
 /// One replica of a balanced upstream.
 #[derive(Debug)]
@@ -33,8 +33,8 @@ pub(crate) struct Replica {
 }
 
 impl Replica {
-    fn parse(upstream: &str, addr: &str) -> std::result::Result<Self, BuildError> {
-        let bad = || BuildError::Config(format!("upstream `{upstream}`: replica `{addr}` is not host:port"));
+    fn parse(upstream: &str, addr: &str) -> std::result::Result<Self, ConfigError> {
+        let bad = || ConfigError::new(format!("upstreams.{upstream}"), format!("replica `{addr}` is not host:port"));
         let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
         let port: u16 = port.parse().map_err(|_| bad())?;
         let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -72,11 +72,11 @@ impl Balancer {
     pub(crate) fn new(
         upstreams: &HashMap<String, Vec<String>>,
         breakers: Option<phalanx_breaker::BreakerRegistry>,
-    ) -> std::result::Result<Self, BuildError> {
+    ) -> std::result::Result<Self, ConfigError> {
         let mut map = HashMap::new();
         for (name, replicas) in upstreams {
             if replicas.is_empty() {
-                return Err(BuildError::Config(format!("upstream `{name}` has no replica")));
+                return Err(ConfigError::new(format!("upstreams.{name}"), "has no replica"));
             }
             let parsed = replicas
                 .iter()

@@ -1,11 +1,8 @@
 //! The client's own middlewares: retries within the budget, and per-host metrics.
 
-use std::{
-    sync::{
-        atomic::{AtomicU64, Ordering},
-        Arc,
-    },
-    time::Duration,
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
 };
 
 use http::{Extensions, Method, StatusCode};
@@ -17,6 +14,7 @@ use phalanx_core::names::{attr, DURATION_BUCKETS_SECONDS};
 use reqwest::{Request, Response};
 use reqwest_middleware::{Middleware, Next, Result};
 use tokio::time::Instant;
+use tower::retry::budget::Budget;
 
 use super::{
     HttpShared, ATTR_SERVER_ADDRESS, ATTR_SERVER_PORT, HTTP_CLIENT_ACTIVE_REQUESTS, HTTP_CLIENT_REQUEST_DURATION,
@@ -108,7 +106,7 @@ fn is_retryable(result: &Result<Response>) -> bool {
     }
 }
 
-/// Retries idempotent requests within the shared [`RetryBudget`](super::RetryBudget).
+/// Retries idempotent requests within the shared retry budget (tower's `TpsBudget`).
 pub(crate) struct RetryMiddleware {
     shared: Arc<HttpShared>,
 }
@@ -142,7 +140,7 @@ impl Middleware for RetryMiddleware {
             }
             drop(result);
             stats.retries.fetch_add(1, Ordering::Relaxed);
-            let backoff = Duration::from_millis(config.retry_backoff_ms.saturating_mul(1 << retries.min(16)));
+            let backoff = config.retry_backoff.saturating_mul(1 << retries.min(16));
             tokio::time::sleep(backoff).await;
             retries += 1;
             req = again;
