@@ -12,7 +12,7 @@ use phalanx_core::StatusRegistry;
 use phalanx_core::{
     names,
     problem::{types, PROBLEM_JSON},
-    testing::{postgres_url, skip},
+    testing::{postgres_reachable, postgres_url, skip},
     StatusSource,
 };
 use phalanx_pools::{Db, DbPool, DbPoolConfig, Health, HealthConfig};
@@ -121,20 +121,13 @@ async fn connect_at_start_fails_the_build_when_the_database_is_unreachable() {
     assert!(matches!(eager, Err(phalanx_pools::Error::Db(_))), "{eager:?}");
 }
 
-/// PostgreSQL when reachable; `None` after reporting the skip.
+/// PostgreSQL when reachable, probed over plain TCP; `None` after reporting the skip.
 async fn postgres(test: &str) -> Option<String> {
     let url = postgres_url();
-    match tokio::time::timeout(Duration::from_secs(3), sqlx::PgConnection::connect(&url)).await {
-        Ok(Ok(conn)) => {
-            let _ = conn.close().await;
-            Some(url)
-        }
-        Ok(Err(e)) => {
-            skip(test, e);
-            None
-        }
-        Err(_) => {
-            skip(test, "postgres connect timed out");
+    match postgres_reachable(&url) {
+        Ok(()) => Some(url),
+        Err(why) => {
+            skip(test, format!("no PostgreSQL: {why}"));
             None
         }
     }

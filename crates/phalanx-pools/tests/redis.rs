@@ -17,7 +17,7 @@ use phalanx_core::{
     names,
     problem::types,
     redis::{RedisHandle, RedisSettings},
-    testing::{redis_url, skip, unique_prefix, RedisServer},
+    testing::{redis_reachable, redis_url, skip, unique_prefix, RedisServer},
     Deps, StatusSource,
 };
 use phalanx_pools::{Health, HealthConfig, Redis, RedisPool, RedisPoolConfig, POOL_COMMAND_DURATION};
@@ -56,11 +56,16 @@ async fn wait_for(cond: impl Fn() -> bool, what: &str) {
     }
 }
 
+/// Whether the server behind `pool` is there, probed over a plain TCP connection of its own (the
+/// pool is what is under test); once it is, the pool must connect.
 async fn ready(pool: &RedisPool, test: &str) -> bool {
-    if tokio::time::timeout(Duration::from_secs(3), pool.fred().wait_for_connect()).await.is_err() {
-        skip(test, format!("no redis at {}", pool.handle().settings().url));
+    let url = pool.handle().settings().url.clone();
+    if let Err(why) = redis_reachable(&url) {
+        skip(test, format!("no Redis: {why}"));
         return false;
     }
+    let connected = tokio::time::timeout(Duration::from_secs(3), pool.fred().wait_for_connect()).await;
+    assert!(matches!(connected, Ok(Ok(()))), "Redis at {url} answers PING but the pool did not connect: {connected:?}");
     true
 }
 
