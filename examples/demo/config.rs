@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use phalanx::{
     admission::AdmissionConfig,
     breaker::BreakerConfig,
-    cache::{HttpCacheConfig, TieredConfig},
+    cache::{CacheConfig as HttpCacheConfig, TieredCacheConfig},
     core::{Priority, Tier},
     pools::{DbPoolConfig, HttpClientConfig, RedisPoolConfig},
     ratelimit::RateLimitConfig,
@@ -116,11 +116,9 @@ impl Default for ClassifyConfig {
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct CacheConfig {
     /// The TieredCache of catalog rows.
-    pub(crate) rows: TieredConfig,
-    /// The HTTP response cache's rules.
+    pub(crate) rows: TieredCacheConfig,
+    /// The HTTP response cache's rules, and (`[cache.http.store]`) the TieredCache under it.
     pub(crate) http: HttpCacheConfig,
-    /// The TieredCache under the HTTP response cache.
-    pub(crate) http_store: TieredConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
