@@ -239,3 +239,21 @@ async fn caches_sharing_one_handle_each_hear_their_own_channel_even_when_built_a
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(http_here.get_local(&k).as_deref(), Some("a response"), "another channel's message is not applied");
 }
+
+#[tokio::test]
+async fn from_config_takes_the_deps_handle_unless_l2_is_off() {
+    use phalanx_cache::{CacheConfig, CacheLayer, TieredCacheConfig};
+    // Not connected: building needs no server.
+    let handle = RedisHandle::unconnected(RedisSettings::from_url(redis_url())).unwrap();
+    let deps = phalanx_core::Deps::new().redis(handle);
+    let config = TieredCacheConfig::default().with_namespace(unique_prefix("deps"));
+    let on: Node = TieredCache::from_config(&config, &deps).unwrap();
+    assert!(on.has_l2() && !on.is_coherent() && on.is_l2_circuit_open(), "L2 skipped until connected");
+    let off: Node = TieredCache::from_config(&config.clone().with_l2(false), &deps).unwrap();
+    assert!(!off.has_l2() && off.is_coherent());
+    let layer = CacheLayer::from_config(&CacheConfig::default(), &deps).unwrap();
+    assert!(layer.store().has_l2());
+    let local = CacheConfig::default().with_store(TieredCacheConfig::default().with_l2(false));
+    assert!(!CacheLayer::from_config(&local, &deps).unwrap().store().has_l2());
+    assert!(!CacheLayer::from_config(&CacheConfig::default(), &phalanx_core::Deps::new()).unwrap().store().has_l2());
+}

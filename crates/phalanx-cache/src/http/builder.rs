@@ -19,7 +19,7 @@ use crate::tiered::TieredCacheBuilder;
 ///
 /// The store is either given ([`store`](Self::store): one store shared by several layers, or
 /// with the data cache's settings) or built at `build` time from the configuration's `store`
-/// section, with this builder's [`meter`](Self::meter) and [`redis`](Self::redis) handle.
+/// section, with this builder's [`meter`](Self::meter) and `redis` handle.
 #[derive(Default)]
 pub struct CacheLayerBuilder {
     config: CacheConfig,
@@ -57,7 +57,7 @@ impl CacheLayerBuilder {
     }
 
     /// Keep responses in this store (default: one built from the configuration's `store`
-    /// section, namespace `phalanx:http`, L1 only unless [`redis`](Self::redis) is set).
+    /// section, namespace `phalanx:http`, L1 only unless `redis` is set).
     pub fn store(mut self, store: HttpStore) -> Self {
         self.store = Some(store);
         self

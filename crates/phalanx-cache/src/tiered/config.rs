@@ -24,7 +24,7 @@ use phalanx_core::ConfigError;
 /// ```
 ///
 /// Redis is not configured here: the process opens one
-/// [`RedisHandle`](phalanx_core::redis::RedisHandle) and hands it over in
+/// `phalanx_core::redis::RedisHandle` and hands it over in
 /// [`Deps`](phalanx_core::Deps) (or [`TieredCacheBuilder::redis`](super::TieredCacheBuilder)).
 #[derive(Debug, Clone, PartialEq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -4,7 +4,7 @@
 //! - **L1** is a moka cache (TinyLFU admission, plus a doorkeeper while it is full), weighed in
 //!   encoded bytes under [`TieredCacheConfig::max_bytes`]; each entry has its own TTL and an
 //!   optional idle time.
-//! - **L2** (feature `redis`, when a [`RedisHandle`](phalanx_core::redis::RedisHandle) is given)
+//! - **L2** (feature `redis`, when a `phalanx_core::redis::RedisHandle` is given)
 //!   holds the postcard encoding of the value, lz4-compressed above a size threshold, with its
 //!   TTL kept by Redis and its tags beside it.
 //! - **Loads**: [`TieredCache::get_with`] runs the loader once for concurrent misses of one key,
