@@ -1,4 +1,5 @@
-//! [`CacheLayerBuilder`]: construction in code, and the one place a CacheLayer is assembled.
+//! Construction: [`CacheLayer::builder`] and [`CacheLayer::from_config`], and the one place a
+//! CacheLayer is assembled.
 
 use std::{sync::Arc, time::Duration};
 
@@ -13,6 +14,21 @@ use super::{
     state::{HttpStore, KeyFn, Passes, State, INTERNAL_FIELDS},
 };
 use crate::tiered::TieredCacheBuilder;
+
+impl CacheLayer {
+    /// A builder with the defaults of [`CacheConfig`].
+    pub fn builder() -> CacheLayerBuilder {
+        CacheLayerBuilder::default()
+    }
+
+    /// Build from a configuration (e.g. read from TOML): the layer builds its store from
+    /// `config.store`, with the meter of `deps` and, when `config.store.l2` is on, its Redis
+    /// handle. To share one store between layers, use [`Self::builder`] and
+    /// [`CacheLayerBuilder::store`].
+    pub fn from_config(config: &CacheConfig, deps: &Deps) -> Result<Self, ConfigError> {
+        CacheLayerBuilder::from_parts(config.clone(), deps).build()
+    }
+}
 
 /// Builds a [`CacheLayer`] (see [`CacheLayer::builder`]); every setting defaults as in
 /// [`CacheConfig`].

@@ -1,13 +1,10 @@
-//! [`CacheLayer`]: the Tower layer, its construction entry points and the purge API.
+//! [`CacheLayer`]: the Tower layer and the purge API (construction is in `builder`).
 
 use std::sync::Arc;
 
-use phalanx_core::{ConfigError, Deps};
 use tower_layer::Layer;
 
 use super::{
-    builder::CacheLayerBuilder,
-    config::CacheConfig,
     service::CacheService,
     state::{key_tag, HttpStore, State},
 };
@@ -51,19 +48,6 @@ impl<S> Layer<S> for CacheLayer {
 }
 
 impl CacheLayer {
-    /// A builder with the defaults of [`CacheConfig`].
-    pub fn builder() -> CacheLayerBuilder {
-        CacheLayerBuilder::default()
-    }
-
-    /// Build from a configuration (e.g. read from TOML): the layer builds its store from
-    /// `config.store`, with the meter of `deps` and, when `config.store.l2` is on, its Redis
-    /// handle. To share one store between layers, use [`Self::builder`] and
-    /// [`CacheLayerBuilder::store`].
-    pub fn from_config(config: &CacheConfig, deps: &Deps) -> Result<Self, ConfigError> {
-        CacheLayerBuilder::from_parts(config.clone(), deps).build()
-    }
-
     /// The store (to share it with another CacheLayer, e.g. one per route).
     pub fn store(&self) -> &HttpStore {
         &self.state.store

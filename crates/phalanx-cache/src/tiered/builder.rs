@@ -1,4 +1,5 @@
-//! [`TieredCacheBuilder`]: construction in code, and the one place a TieredCache is assembled.
+//! Construction: [`TieredCache::builder`] and [`TieredCache::from_config`], and the one place a
+//! TieredCache is assembled.
 
 use std::{
     collections::HashSet,
@@ -20,13 +21,29 @@ use super::{
     circuit::Circuit,
     config::TieredCacheConfig,
     doorkeeper::Doorkeeper,
-    l1::{Slot, SlotExpiry},
     shared::Shared,
+    slot::{Slot, SlotExpiry},
     tags::{unindex, TagIndex},
     wire::BUCKETS,
     CacheKey, CacheValue, Hasher,
 };
 use crate::stats::{bump, register_instruments, Counters};
+
+impl TieredCache<String, ()> {
+    /// A builder with the defaults of [`TieredCacheConfig`]; `build` picks the key and value
+    /// types.
+    pub fn builder() -> TieredCacheBuilder {
+        TieredCacheBuilder::default()
+    }
+}
+
+impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
+    /// Build from a configuration (e.g. read from TOML) and what the process shares: the meter
+    /// and, when `config.l2` is on, the Redis handle of `deps` for L2 and invalidation.
+    pub fn from_config(config: &TieredCacheConfig, deps: &Deps) -> Result<Self, ConfigError> {
+        TieredCacheBuilder::from_parts(config.clone(), deps).build()
+    }
+}
 
 /// Builds a [`TieredCache`] (see [`TieredCache::builder`]); every setting defaults as in
 /// [`TieredCacheConfig`].
@@ -162,7 +179,7 @@ impl TieredCacheBuilder {
                     bump(&listener_counters.l1.evictions);
                 }
                 if !slot.tags.is_empty() {
-                    unindex(&listener_tags, &key, &slot);
+                    unindex(&listener_tags, &key, &slot.tags, slot.generation);
                 }
             });
         if let Some(idle) = config.time_to_idle.filter(|idle| !idle.is_zero()) {

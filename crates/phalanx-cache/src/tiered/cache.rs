@@ -9,12 +9,11 @@ use std::{
     },
 };
 
-use phalanx_core::{ConfigError, Deps};
 use tokio::{sync::oneshot, time::Instant};
 
 use super::{
-    builder::TieredCacheBuilder, config::TieredCacheConfig, doorkeeper::Admission, invalidation::LoadToken,
-    options::EntryOptions, shared::Shared, writer::WriteMsg, CacheKey, CacheValue,
+    doorkeeper::Admission, options::EntryOptions, shared::Shared, token::LoadToken, wire::WriteMsg, CacheKey,
+    CacheValue,
 };
 use crate::{
     coalesce::{self, Join},
@@ -61,21 +60,7 @@ impl<K, V> std::fmt::Debug for TieredCache<K, V> {
     }
 }
 
-impl TieredCache<String, ()> {
-    /// A builder with the defaults of [`TieredCacheConfig`]; `build` picks the key and value
-    /// types.
-    pub fn builder() -> TieredCacheBuilder {
-        TieredCacheBuilder::default()
-    }
-}
-
 impl<K: CacheKey, V: CacheValue> TieredCache<K, V> {
-    /// Build from a configuration (e.g. read from TOML) and what the process shares: the meter
-    /// and, when `config.l2` is on, the Redis handle of `deps` for L2 and invalidation.
-    pub fn from_config(config: &TieredCacheConfig, deps: &Deps) -> Result<Self, ConfigError> {
-        TieredCacheBuilder::from_parts(config.clone(), deps).build()
-    }
-
     /// This node's id in invalidation messages.
     pub fn node_id(&self) -> &str {
         &self.shared.node_id

@@ -1,34 +1,17 @@
-//! The invalidation clock: load tokens, the per-bucket record of invalidations (here and, by
+//! The invalidation clock: tokens, the per-bucket record of invalidations (here and, by
 //! epoch, in Redis) that refuses stale re-caches, coherence tracking, and the replay of
 //! invalidations Redis could not take.
 
 use std::sync::{atomic::Ordering, Arc};
 
-use super::{shared::Shared, wire::bucket, CacheKey, CacheValue};
+use super::{
+    shared::Shared,
+    tags,
+    token::{Check, LoadToken},
+    wire::bucket,
+    CacheKey, CacheValue,
+};
 use crate::stats::bump;
-
-/// Taken before a load reads its source, handed to the store of what it loaded: the store is
-/// refused (in L1 and in L2) when the key or one of its tags was invalidated after the token
-/// was taken, on this node or, through Redis, on any node. See
-/// [`TieredCache::load_token`](super::TieredCache::load_token).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LoadToken {
-    /// This node's invalidation clock when the load began.
-    pub(super) local: u64,
-    /// A lower bound of the Redis invalidation epoch when the load began (the highest this
-    /// node had seen): lower only refuses more.
-    pub(super) remote: u64,
-}
-
-/// What a fill of L1 is checked against.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Check {
-    /// A loaded value: refused after any invalidation of its names since this clock.
-    Load(u64),
-    /// A value read from L2 at `epoch`: refused after an invalidation since `since` that the
-    /// read did not already see.
-    Read { since: u64, epoch: u64 },
-}
 
 /// Invalidations kept for replay while Redis cannot take them; past this, dropped (counted),
 /// and other nodes' copies are bounded by their TTL.
@@ -168,6 +151,13 @@ impl<K: CacheKey, V: CacheValue> Shared<K, V> {
                 pending.extend(left);
                 return;
             }
+        }
+    }
+
+    /// Drop every L1 entry carrying `tag` (this node only).
+    pub(super) fn purge_local_tag(&self, tag: &str) {
+        for key in tags::take(&self.tags, tag) {
+            self.l1.invalidate(&key);
         }
     }
 }

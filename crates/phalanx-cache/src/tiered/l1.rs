@@ -1,42 +1,12 @@
-//! L1: the moka slots, their freshness, lookups and fills.
+//! L1 lookups and fills: whether a slot may be served, the counted lookup, and the fill that
+//! the invalidation clock and the doorkeeper may refuse.
 
 use std::{hash::Hash, sync::atomic::Ordering, sync::Arc, time::Duration};
 
-use moka::Expiry;
 use tokio::time::Instant;
 
-use super::{doorkeeper::Admission, invalidation::Check, shared::Shared, tags, CacheKey, CacheValue};
+use super::{doorkeeper::Admission, shared::Shared, slot::Slot, tags, token::Check, CacheKey, CacheValue};
 use crate::stats::bump;
-
-/// One L1 entry.
-pub(super) struct Slot<V> {
-    pub(super) value: V,
-    pub(super) loaded_at: Instant,
-    pub(super) expires_at: Instant,
-    /// How long moka keeps it (its own clock); freshness is judged on `expires_at`.
-    pub(super) keep_for: Duration,
-    pub(super) tags: Box<[Arc<str>]>,
-    pub(super) weight: u32,
-    pub(super) generation: u64,
-}
-
-pub(super) struct SlotExpiry;
-
-impl<K, V> Expiry<K, Arc<Slot<V>>> for SlotExpiry {
-    fn expire_after_create(&self, _: &K, slot: &Arc<Slot<V>>, _: std::time::Instant) -> Option<Duration> {
-        Some(slot.keep_for)
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &K,
-        slot: &Arc<Slot<V>>,
-        _: std::time::Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(slot.keep_for)
-    }
-}
 
 impl<K: CacheKey, V: CacheValue> Shared<K, V> {
     /// Whether an L1 slot may be served now.

@@ -23,13 +23,15 @@
 //!   subscription was lost drops, once subscribed again, only the L1 entries that may have
 //!   missed an invalidation. Timeouts and outages never empty or shorten L1.
 //!
-//! Modules, one concern each: `config` and `builder` (construction), `cache` (the public
-//! API), `shared` (the state every clone shares and the store path), `l1` (slots, freshness,
-//! fills), `doorkeeper` (admission while L1 is full), `tags` (the local tag index),
-//! `invalidation` (the invalidation clock, load tokens, replay of what Redis could not take),
-//! `listener` (the pub/sub invalidation listener and reconciliation), `writer` (the background
-//! L2 writer), `circuit` (the L2 circuit), `wire` (the L2 formats), `l2` (the Redis commands),
-//! `status` (the `/status` section).
+//! Modules, one concern each. Leaves, which know nothing of the cache's state: `config`,
+//! `options`, `slot` (an L1 entry), `token` (load tokens), `doorkeeper` (admission while L1 is
+//! full), `tags` (the local tag index), `circuit` (the L2 circuit), `wire` (the L2 formats and
+//! the writer's messages), `l2` (the Redis commands). `shared` holds the state every clone
+//! shares and the paths through both levels; `l1` (lookups and fills), `invalidation` (the
+//! invalidation clock and the replay of what Redis could not take), `listener` (the pub/sub
+//! invalidation listener and reconciliation) and `writer` (the background L2 writer) add its
+//! behaviour. `cache` is the public API, `builder` puts it together, `status` is its `/status`
+//! section.
 
 mod builder;
 mod cache;
@@ -47,8 +49,10 @@ mod l2;
 mod listener;
 mod options;
 mod shared;
+mod slot;
 mod status;
 mod tags;
+mod token;
 mod wire;
 mod writer;
 
@@ -64,8 +68,8 @@ use serde::{de::DeserializeOwned, Serialize};
 pub use builder::TieredCacheBuilder;
 pub use cache::TieredCache;
 pub use config::TieredCacheConfig;
-pub use invalidation::LoadToken;
 pub use options::EntryOptions;
+pub use token::LoadToken;
 
 /// What a key must be: hashable for L1, and written as text (its `Display`, read back with
 /// `FromStr`) in Redis keys and invalidation messages. `String`, integers and the like qualify.

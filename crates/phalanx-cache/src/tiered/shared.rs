@@ -17,14 +17,13 @@ use tokio::{sync::mpsc, task::JoinHandle, time::Instant};
 use super::{
     circuit::Circuit,
     doorkeeper::{Admission, Doorkeeper},
-    invalidation::{Check, LoadToken},
-    l1::Slot,
     l2::{Failure, L2},
     options::EntryOptions,
+    slot::Slot,
     tags::TagIndex,
+    token::{Check, LoadToken},
     unix_ms,
-    wire::{decode_stored, encode_stored, StoreOp},
-    writer::WriteMsg,
+    wire::{decode_stored, encode_stored, StoreOp, WriteMsg},
     CacheKey, CacheValue, Hasher,
 };
 use crate::{

@@ -1,10 +1,11 @@
-//! What L2 holds and what nodes send each other, as bytes: the name buckets of the
-//! invalidation index, the invalidation message, the stored-value format, and a queued store.
+//! What L2 holds and what nodes send each other: the name buckets of the invalidation index,
+//! the invalidation message, the stored-value format, and a store queued for the writer.
 #![cfg_attr(not(feature = "redis"), allow(dead_code))]
 
 use std::{sync::Arc, time::Duration};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::sync::oneshot;
 
 /// Buckets of the invalidation index (in L1 and in Redis). A collision can only refuse a
 /// store or drop an L1 entry that need not have been: never the other way round.
@@ -119,6 +120,13 @@ pub(super) struct StoreOp {
 pub(super) enum StoreOutcome {
     Written(u64),
     Refused,
+}
+
+/// A message to the background writer.
+pub(super) enum WriteMsg {
+    Store(StoreOp),
+    /// Answer once everything queued before it was sent.
+    Flush(oneshot::Sender<()>),
 }
 
 #[cfg(test)]

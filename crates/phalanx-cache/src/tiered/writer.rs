@@ -4,21 +4,14 @@
 
 use std::sync::{atomic::Ordering, Weak};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{
     shared::Shared,
-    wire::{bucket, StoreOp, StoreOutcome},
+    wire::{bucket, StoreOp, StoreOutcome, WriteMsg},
     CacheKey, CacheValue,
 };
 use crate::stats::bump;
-
-/// A message to the background writer.
-pub(super) enum WriteMsg {
-    Store(StoreOp),
-    /// Answer once everything queued before it was sent.
-    Flush(oneshot::Sender<()>),
-}
 
 /// Stores sent per pipelined round trip.
 const WRITE_BATCH: usize = 64;
