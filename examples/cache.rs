@@ -23,7 +23,7 @@ use axum::{
     Router,
 };
 use phalanx_cache::{CacheLayer, EntryOptions, HttpStore, TieredCache};
-use phalanx_core::redis::RedisSettings;
+use phalanx_core::redis::{RedisHandle, RedisSettings};
 use tower::ServiceExt;
 
 #[derive(Clone)]
@@ -59,19 +59,26 @@ async fn put_item(State(app): State<App>, Path(id): Path<u64>) -> impl IntoRespo
     "updated"
 }
 
-fn store<K: phalanx_cache::CacheKey, V: phalanx_cache::CacheValue>(namespace: &str) -> TieredCache<K, V> {
+fn store<K: phalanx_cache::CacheKey, V: phalanx_cache::CacheValue>(
+    namespace: &str,
+    redis: Option<&RedisHandle>,
+) -> TieredCache<K, V> {
     let mut builder = TieredCache::builder().namespace(namespace);
-    if let Ok(url) = std::env::var("REDIS_URL") {
-        builder = builder.redis(RedisSettings::from_url(url));
+    if let Some(redis) = redis {
+        builder = builder.redis(redis.clone());
     }
     builder.build().expect("cache configuration")
 }
 
 #[tokio::main]
 async fn main() {
-    let http_store: HttpStore = store("demo:http");
+    // One Redis handle (one pool, one subscriber) for both caches.
+    let redis = std::env::var("REDIS_URL")
+        .ok()
+        .map(|url| RedisHandle::connect(RedisSettings::from_url(url)).expect("redis settings"));
+    let http_store: HttpStore = store("demo:http", redis.as_ref());
     let http = CacheLayer::builder().store(http_store).build().expect("cache layer");
-    let app = App { rows: store("demo:rows"), http: http.clone(), db_reads: Arc::default() };
+    let app = App { rows: store("demo:rows", redis.as_ref()), http: http.clone(), db_reads: Arc::default() };
     let router = Router::new().route("/items/{id}", get(get_item).put(put_item)).layer(http).with_state(app.clone());
 
     for (method, uri) in [("GET", "/items/1"), ("GET", "/items/1"), ("PUT", "/items/1"), ("GET", "/items/1")] {
@@ -81,5 +88,5 @@ async fn main() {
         println!("{method} {uri} -> {} X-Cache: {x_cache}", response.status());
     }
     println!("database reads: {}", app.db_reads.load(Ordering::Relaxed));
-    println!("stats: {:?}", app.http.status().stats());
+    println!("stats: {:?}", app.http.stats());
 }

@@ -44,7 +44,10 @@ use hyper_util::{
     rt::TokioExecutor,
 };
 use phalanx_cache::{CacheLayer, HttpStore, TieredCache};
-use phalanx_core::{redis::RedisSettings, Problem};
+use phalanx_core::{
+    redis::{RedisHandle, RedisSettings},
+    Problem,
+};
 use tower::{service_fn, Layer};
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -284,7 +287,8 @@ async fn main() {
     };
     let mut store = TieredCache::builder().namespace("phalanx:proxy");
     if let Some(url) = &args.redis {
-        store = store.redis(RedisSettings::from_url(url.clone()));
+        let redis = RedisHandle::connect(RedisSettings::from_url(url.clone())).unwrap_or_else(|e| panic!("{e}"));
+        store = store.redis(redis);
     }
     let store: HttpStore = store.build().unwrap_or_else(|e| panic!("{e}"));
     let cache = CacheLayer::builder()

@@ -16,7 +16,10 @@ use phalanx::{
     admission::{AdmissionLayer, LimitConfig},
     breaker::CircuitBreakerLayer,
     cache::{CacheLayer, HttpStore, TieredCache},
-    core::{redis::RedisSettings, Classifier, ClassifyLayer, ClientKeyResolver, Priority},
+    core::{
+        redis::{RedisHandle, RedisSettings},
+        Classifier, ClassifyLayer, ClientKeyResolver, Priority,
+    },
     metrics::{MetricsLayer, PrometheusExporter},
     ratelimit::{Policy, Quota, RateLimitLayer},
 };
@@ -170,8 +173,10 @@ async fn rejections_are_answers_that_metrics_count() {
 async fn two_nodes_on_one_redis_share_responses_and_purges() {
     let url = phalanx_core::testing::redis_url();
     let namespace = phalanx_core::testing::unique_prefix("stack-two-nodes");
+    // Two nodes: one Redis handle each, as two processes would have.
     let store = || -> HttpStore {
-        TieredCache::builder().namespace(namespace.clone()).redis(RedisSettings::from_url(url.clone())).build().unwrap()
+        let redis = RedisHandle::connect(RedisSettings::from_url(url.clone())).unwrap();
+        TieredCache::builder().namespace(namespace.clone()).redis(redis).build().unwrap()
     };
     let store_a = store();
     let (a, b) = (node(store_a.clone(), 1000), node(store(), 1000));

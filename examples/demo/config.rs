@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use phalanx::{
     admission::AdmissionConfig,
     breaker::BreakerConfig,
-    cache::{HttpCacheConfig, TieredConfig},
+    cache::{CacheConfig as HttpCacheConfig, TieredCacheConfig},
     core::{Priority, Tier},
     metrics::MetricsConfig,
     pools::{DbPoolConfig, HttpClientConfig, RedisPoolConfig},
@@ -124,14 +124,10 @@ impl Default for ClassifyConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub(crate) struct CacheConfig {
-    /// The HTTP response cache's hit-ratio target in `/status`, a fraction (absent: none).
-    pub(crate) http_target_hit_ratio: Option<f64>,
     /// The TieredCache of catalog rows.
-    pub(crate) rows: TieredConfig,
-    /// The HTTP response cache's rules.
+    pub(crate) rows: TieredCacheConfig,
+    /// The HTTP response cache's rules, and (`[cache.http.store]`) the TieredCache under it.
     pub(crate) http: HttpCacheConfig,
-    /// The TieredCache under the HTTP response cache.
-    pub(crate) http_store: TieredConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

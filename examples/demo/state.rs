@@ -12,7 +12,7 @@ use axum::{
 use phalanx::{
     admission::AdmissionLayer,
     breaker::BreakerRegistry,
-    cache::{CacheLayer, HttpStore, TieredCache},
+    cache::{CacheLayer, TieredCache},
     core::{
         identity::{api_key_digest, ClientKeyConfig},
         redis::{RedisHandle, RedisSettings},
@@ -137,21 +137,11 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let ratelimit = ratelimit(config, &deps)?;
     status.register(ratelimit.clone());
 
-    let with_redis = |mut c: phalanx::cache::TieredConfig| {
-        if c.redis.is_none() {
-            c.redis = redis_settings.clone();
-        }
-        c
-    };
-    let rows: TieredCache<i64, Item> = TieredCache::from_config(with_redis(config.cache.rows.clone()), None)?;
-    let http_store: HttpStore = TieredCache::from_config(with_redis(config.cache.http_store.clone()), None)?;
-    let http_cache = CacheLayer::from_config(config.cache.http.clone(), http_store)?;
-    // The hit-ratio target is the demo's, from its configuration (0 sets none).
-    status.register(
-        http_cache.status().named("http_cache").target_hit_ratio(config.cache.http_target_hit_ratio.unwrap_or(0.0)),
-    );
-    // The row cache sees mostly the HTTP cache's misses: its hit ratio is no target.
-    status.register(rows.status().named("row_cache").target_hit_ratio(0.0));
+    let rows: TieredCache<i64, Item> = TieredCache::from_config(&config.cache.rows, &deps)?;
+    let http_cache = CacheLayer::from_config(&config.cache.http, &deps)?;
+    status.register(http_cache.clone());
+    // The row cache sees mostly the HTTP cache's misses: demo.toml gives it no hit-ratio target.
+    status.register_as("row_cache", rows.clone());
 
     let mut admission = BTreeMap::new();
     for (group, cfg) in &config.admission {

@@ -12,7 +12,7 @@ use std::sync::{
 use opentelemetry::{metrics::Meter, KeyValue};
 use phalanx_core::{
     names::{self, attr},
-    StatusSource, TargetCheck,
+    TargetCheck,
 };
 
 /// The level a lookup was answered at.
@@ -233,63 +233,19 @@ pub(crate) fn register_instruments<P: StatsProbe>(meter: &Meter, probe: &Arc<P>)
 /// The dropped-L2-writes counter (kept here until phalanx-core's names carry it).
 pub(crate) const CACHE_L2_WRITES_DROPPED: &str = "phalanx.cache.l2.writes_dropped";
 
-/// The `/status` section of a cache: its per-level figures and the hit-ratio target.
-/// Cheap to clone.
-#[derive(Clone)]
-pub struct CacheStatus {
-    name: Arc<str>,
-    probe: Arc<dyn Fn() -> CacheStats + Send + Sync>,
-    target_hit_ratio: f64,
+/// A cache's `/status` report: its figures and the hit ratio.
+pub(crate) fn report(stats: &CacheStats) -> serde_json::Value {
+    let mut value = serde_json::to_value(stats).unwrap_or_default();
+    if let Some(obj) = value.as_object_mut() {
+        obj.insert("hit_ratio".into(), stats.hit_ratio().into());
+    }
+    value
 }
 
-impl std::fmt::Debug for CacheStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CacheStatus").field("name", &self.name).field("stats", &(self.probe)()).finish()
-    }
-}
-
-impl CacheStatus {
-    pub(crate) fn new(name: &str, probe: Arc<dyn Fn() -> CacheStats + Send + Sync>) -> Self {
-        CacheStatus { name: name.into(), probe, target_hit_ratio: 0.85 }
-    }
-
-    /// Rename the section (default `cache`).
-    pub fn named(mut self, name: &str) -> Self {
-        self.name = name.into();
-        self
-    }
-
-    /// Change the hit-ratio target (default 0.85); 0 sets none, for a cache whose ratio is not
-    /// a promise (a row cache behind an HTTP cache sees mostly the HTTP cache's misses).
-    pub fn target_hit_ratio(mut self, ratio: f64) -> Self {
-        self.target_hit_ratio = ratio;
-        self
-    }
-
-    /// The current figures.
-    pub fn stats(&self) -> CacheStats {
-        (self.probe)()
-    }
-}
-
-impl StatusSource for CacheStatus {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn report(&self) -> serde_json::Value {
-        let stats = self.stats();
-        let mut value = serde_json::to_value(stats).unwrap_or_default();
-        if let Some(obj) = value.as_object_mut() {
-            obj.insert("hit_ratio".into(), stats.hit_ratio().into());
-        }
-        value
-    }
-
-    fn targets(&self) -> Vec<TargetCheck> {
-        if self.target_hit_ratio <= 0.0 {
-            return Vec::new();
-        }
-        vec![TargetCheck::at_least("cache_hit_ratio", self.stats().hit_ratio(), self.target_hit_ratio)]
+/// The hit-ratio target check, when a target is set.
+pub(crate) fn targets(target_hit_ratio: Option<f64>, stats: impl FnOnce() -> CacheStats) -> Vec<TargetCheck> {
+    match target_hit_ratio {
+        Some(target) if target > 0.0 => vec![TargetCheck::at_least("cache_hit_ratio", stats().hit_ratio(), target)],
+        _ => Vec::new(),
     }
 }

@@ -630,7 +630,7 @@ async fn concurrent_misses_for_one_key_make_one_inner_call() {
         assert_eq!(t.await.unwrap(), "v0");
     }
     assert_eq!(origin.calls(), 1);
-    assert_eq!(layer.status().stats().http.coalesced, 49);
+    assert_eq!(layer.stats().http.coalesced, 49);
 }
 
 #[tokio::test(start_paused = true)]
@@ -650,7 +650,7 @@ async fn waiters_give_up_after_the_coalescing_timeout_and_call_the_inner_service
     assert!(started.elapsed() < Duration::from_secs(12), "it waited 1 s, not for the leader's 10 s");
     assert_eq!(follower.x_cache(), "MISS");
     leader.await.unwrap();
-    assert!(layer.status().stats().http.misses >= 2);
+    assert!(layer.stats().http.misses >= 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -667,7 +667,7 @@ async fn ten_thousand_concurrent_requests_for_one_cold_key_make_one_inner_call()
         assert_eq!(status.unwrap(), StatusCode::OK);
     }
     assert_eq!(origin.calls(), 1);
-    let stats = layer.status().stats();
+    let stats = layer.stats();
     assert_eq!(stats.http.misses, 1);
     assert!(stats.http.coalesced > 0);
 }
@@ -727,7 +727,7 @@ async fn coalescing_stays_on_for_a_cold_key_while_the_origin_refuses() {
         assert_eq!(seen.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(seen.headers[header::RETRY_AFTER], "2");
     }
-    assert_eq!(layer.status().stats().http.coalesced, 9);
+    assert_eq!(layer.stats().http.coalesced, 9);
 }
 
 #[tokio::test(start_paused = true)]
@@ -931,7 +931,7 @@ async fn a_million_distinct_query_strings_keep_memory_bounded() {
     }
     layer.store().run_pending_tasks();
     assert_eq!(origin.calls(), 1);
-    assert_eq!(layer.status().stats().l1_entries, 1);
+    assert_eq!(layer.stats().l1_entries, 1);
 
     // Without: every query is an entry, and the store's byte budget bounds them (100,000 here,
     // each a miss, to keep the test short).
@@ -944,11 +944,11 @@ async fn a_million_distinct_query_strings_keep_memory_bounded() {
         assert_eq!(r.status(), StatusCode::OK);
         if i % 10_000 == 0 {
             layer.store().run_pending_tasks();
-            assert!(layer.status().stats().l1_bytes <= 1 << 20);
+            assert!(layer.stats().l1_bytes <= 1 << 20);
         }
     }
     layer.store().run_pending_tasks();
-    let stats = layer.status().stats();
+    let stats = layer.stats();
     assert!(stats.l1_bytes <= 1 << 20, "{} bytes", stats.l1_bytes);
     assert!(stats.l1_entries < 20_000, "{} entries", stats.l1_entries);
 }

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use phalanx_cache::{EntryOptions, TieredCache};
 use phalanx_core::{
-    redis::RedisSettings,
+    redis::{RedisHandle, RedisSettings},
     testing::{skip, unique_prefix, RedisCluster},
 };
 
@@ -13,7 +13,12 @@ type Node = TieredCache<String, String>;
 
 fn node(url: &str, ns: &str, id: &str) -> Node {
     TieredCache::builder()
-        .redis(RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(500)))
+        .redis(
+            RedisHandle::connect(
+                RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(500)),
+            )
+            .unwrap(),
+        )
         .namespace(ns)
         .node_id(id)
         .l2_read_timeout(Duration::from_millis(200))

@@ -10,7 +10,7 @@ use http::{Request, Response};
 use http_body_util::Full;
 use phalanx_cache::{CacheLayer, HttpStore, TieredCache};
 use phalanx_core::{
-    redis::RedisSettings,
+    redis::{RedisHandle, RedisSettings},
     testing::{skip, unique_prefix, RedisServer},
 };
 use tower::{Layer, ServiceExt};
@@ -64,7 +64,12 @@ async fn an_l1_hit_makes_no_redis_call_and_an_l1_miss_exactly_one() {
     let ns = unique_prefix("hot_path");
     let settings = RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(500));
     let node = |id: &str| -> TieredCache<String, String> {
-        TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
+        TieredCache::builder()
+            .redis(RedisHandle::connect(settings.clone()).unwrap())
+            .namespace(ns.clone())
+            .node_id(id)
+            .build()
+            .unwrap()
     };
     let (a, b) = (node("a"), node("b"));
     coherent(&a).await;
@@ -106,7 +111,12 @@ async fn an_http_hit_makes_no_redis_call() {
     let admin = Pool::new(Config::from_url(&server.url()).unwrap(), None, None, None, 1).unwrap();
     admin.init().await.unwrap();
     let store: HttpStore = TieredCache::builder()
-        .redis(RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(500)))
+        .redis(
+            RedisHandle::connect(
+                RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(500)),
+            )
+            .unwrap(),
+        )
         .namespace(unique_prefix("http_hot_path"))
         .build()
         .unwrap();

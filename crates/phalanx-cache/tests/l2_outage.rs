@@ -7,7 +7,7 @@ use std::time::Duration;
 use fred::prelude::{ClientLike, Config, Pool};
 use phalanx_cache::{EntryOptions, TieredCache};
 use phalanx_core::{
-    redis::RedisSettings,
+    redis::{RedisHandle, RedisSettings},
     testing::{skip, unique_prefix, RedisServer},
 };
 use tokio::time::Instant;
@@ -34,7 +34,7 @@ async fn redis_timeouts_never_flush_or_shorten_l1_and_the_circuit_stops_the_wait
     let settings = RedisSettings::from_url(format!("redis://127.0.0.1:{port}"))
         .with_command_timeout(std::time::Duration::from_millis(50));
     let cache: TieredCache<String, String> = TieredCache::builder()
-        .redis(settings)
+        .redis(RedisHandle::connect(settings).unwrap())
         .namespace(unique_prefix("hung"))
         .default_ttl(Duration::from_secs(3600))
         .l2_read_timeout(Duration::from_millis(10))
@@ -83,7 +83,12 @@ async fn a_hung_redis_opens_the_circuit_at_once_keeps_l1_and_l2_returns_after() 
         return;
     };
     let cache: TieredCache<String, String> = TieredCache::builder()
-        .redis(RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(100)))
+        .redis(
+            RedisHandle::connect(
+                RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(100)),
+            )
+            .unwrap(),
+        )
         .namespace(unique_prefix("sigstop"))
         .l2_read_timeout(Duration::from_millis(20))
         .l2_circuit(3, Duration::from_millis(500))
@@ -141,7 +146,12 @@ async fn a_lost_subscription_drops_only_what_was_invalidated_meanwhile() {
     // `writer` invalidates reaches `reader` only through the epoch kept in Redis, exactly as a
     // message lost while a subscription is down.
     let node = || -> TieredCache<String, String> {
-        TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id("same").build().unwrap()
+        TieredCache::builder()
+            .redis(RedisHandle::connect(settings.clone()).unwrap())
+            .namespace(ns.clone())
+            .node_id("same")
+            .build()
+            .unwrap()
     };
     let (reader, writer) = (node(), node());
     until("subscribed", || reader.is_coherent() && writer.is_coherent()).await;
@@ -174,7 +184,12 @@ async fn an_invalidation_redis_could_not_take_is_sent_again_when_it_is_back() {
     let ns = unique_prefix("replay");
     let settings = RedisSettings::from_url(server.url()).with_command_timeout(std::time::Duration::from_millis(200));
     let node = |id: &str| -> TieredCache<String, String> {
-        TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
+        TieredCache::builder()
+            .redis(RedisHandle::connect(settings.clone()).unwrap())
+            .namespace(ns.clone())
+            .node_id(id)
+            .build()
+            .unwrap()
     };
     let (a, b) = (node("a"), node("b"));
     until("subscribed", || a.is_coherent() && b.is_coherent()).await;

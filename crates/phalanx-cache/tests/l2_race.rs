@@ -15,7 +15,7 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use phalanx_cache::{CacheLayer, EntryOptions, HttpStore, TieredCache};
 use phalanx_core::{
-    redis::RedisSettings,
+    redis::{RedisHandle, RedisSettings},
     testing::{redis_url, skip, unique_prefix},
 };
 use tower::{Layer, ServiceExt};
@@ -93,7 +93,12 @@ async fn a_purge_on_another_node_during_a_load_refuses_the_l2_store() {
     let ns = unique_prefix("race_l2");
     let settings = RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(500));
     let node = |id: &str| -> TieredCache<String, String> {
-        TieredCache::builder().redis(settings.clone()).namespace(ns.clone()).node_id(id).build().unwrap()
+        TieredCache::builder()
+            .redis(RedisHandle::connect(settings.clone()).unwrap())
+            .namespace(ns.clone())
+            .node_id(id)
+            .build()
+            .unwrap()
     };
     // `loader` and `writer` share an id, so the loader does not hear the writer's purge: only
     // Redis's check can refuse its store.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use fred::prelude::{ClientLike, Config, KeysInterface, Pool, SortedSetsInterface};
 use phalanx_cache::{EntryOptions, TieredCache};
 use phalanx_core::{
-    redis::RedisSettings,
+    redis::{RedisHandle, RedisSettings},
     testing::{redis_url, skip, unique_prefix},
 };
 
@@ -34,7 +34,12 @@ async fn keys_of(admin: &Pool, ns: &str) -> Vec<String> {
 async fn setup(test: &str) -> Option<(TieredCache<String, String>, Pool, String)> {
     let ns = unique_prefix(test);
     let cache: TieredCache<String, String> = TieredCache::builder()
-        .redis(RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(2000)))
+        .redis(
+            RedisHandle::connect(
+                RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(2000)),
+            )
+            .unwrap(),
+        )
         .namespace(ns.clone())
         .build()
         .unwrap();

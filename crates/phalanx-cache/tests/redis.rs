@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use phalanx_cache::{EntryOptions, TieredCache};
 use phalanx_core::{
-    redis::RedisSettings,
+    redis::{RedisHandle, RedisSettings},
     testing::{redis_url, skip, unique_prefix, RedisServer},
 };
 
@@ -13,7 +13,12 @@ type Node = TieredCache<String, String>;
 
 fn node(url: &str, namespace: &str, id: &str) -> Node {
     let settings = RedisSettings::from_url(url).with_command_timeout(std::time::Duration::from_millis(200));
-    TieredCache::builder().redis(settings).namespace(namespace).node_id(id).build().unwrap()
+    TieredCache::builder()
+        .redis(RedisHandle::connect(settings).unwrap())
+        .namespace(namespace)
+        .node_id(id)
+        .build()
+        .unwrap()
 }
 
 async fn until(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> Duration {
@@ -152,7 +157,12 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
     let ns = unique_prefix("http_two_nodes");
     let store = |id: &str| -> HttpStore {
         TieredCache::builder()
-            .redis(RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(200)))
+            .redis(
+                RedisHandle::connect(
+                    RedisSettings::from_url(redis_url()).with_command_timeout(std::time::Duration::from_millis(200)),
+                )
+                .unwrap(),
+            )
             .namespace(ns.clone())
             .node_id(id)
             .build()
@@ -194,4 +204,56 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(x_cache(&a.clone().oneshot(get()).await.unwrap()), "MISS", "node A's L1 was purged by B's PUT");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caches_sharing_one_handle_each_hear_their_own_channel_even_when_built_after_it_connected() {
+    let test = "caches_sharing_one_handle_each_hear_their_own_channel_even_when_built_after_it_connected";
+    let settings = RedisSettings::from_url(redis_url()).with_command_timeout(Duration::from_millis(200));
+    // One handle per "process": one pool and one subscriber for both of its caches.
+    let here = RedisHandle::connect(settings.clone()).unwrap();
+    let there = RedisHandle::connect(settings).unwrap();
+    let up = tokio::time::timeout(Duration::from_secs(3), async {
+        fred::prelude::ClientLike::wait_for_connect(here.pool()).await.is_ok()
+            && fred::prelude::ClientLike::wait_for_connect(here.subscriber()).await.is_ok()
+    });
+    if !matches!(up.await, Ok(true)) {
+        skip(test, "Redis unreachable");
+        return;
+    }
+    // Built after the handle connected: no connection event will come for these.
+    let (ns_rows, ns_http) = (unique_prefix("shared_rows"), unique_prefix("shared_http"));
+    let build = |handle: &RedisHandle, ns: &str, id: &str| -> Node {
+        TieredCache::builder().redis(handle.clone()).namespace(ns).node_id(id).build().unwrap()
+    };
+    let rows_here = build(&here, &ns_rows, "here");
+    let http_here = build(&here, &ns_http, "here");
+    let rows_there = build(&there, &ns_rows, "there");
+    assert!(coherent(&[&rows_here, &http_here, &rows_there]).await, "subscribed without a connection event");
+    let k = "k".to_owned();
+    rows_here.insert(k.clone(), "old row".into()).await;
+    http_here.insert(k.clone(), "a response".into()).await;
+    rows_there.insert(k.clone(), "new row".into()).await;
+    until("the rows channel reaches the rows cache", Duration::from_secs(1), || rows_here.get_local(&k).is_none())
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(http_here.get_local(&k).as_deref(), Some("a response"), "another channel's message is not applied");
+}
+
+#[tokio::test]
+async fn from_config_takes_the_deps_handle_unless_l2_is_off() {
+    use phalanx_cache::{CacheConfig, CacheLayer, TieredCacheConfig};
+    // Not connected: building needs no server.
+    let handle = RedisHandle::unconnected(RedisSettings::from_url(redis_url())).unwrap();
+    let deps = phalanx_core::Deps::new().redis(handle);
+    let config = TieredCacheConfig::default().with_namespace(unique_prefix("deps"));
+    let on: Node = TieredCache::from_config(&config, &deps).unwrap();
+    assert!(on.has_l2() && !on.is_coherent() && on.is_l2_circuit_open(), "L2 skipped until connected");
+    let off: Node = TieredCache::from_config(&config.clone().with_l2(false), &deps).unwrap();
+    assert!(!off.has_l2() && off.is_coherent());
+    let layer = CacheLayer::from_config(&CacheConfig::default(), &deps).unwrap();
+    assert!(layer.store().has_l2());
+    let local = CacheConfig::default().with_store(TieredCacheConfig::default().with_l2(false));
+    assert!(!CacheLayer::from_config(&local, &deps).unwrap().store().has_l2());
+    assert!(!CacheLayer::from_config(&CacheConfig::default(), &phalanx_core::Deps::new()).unwrap().store().has_l2());
 }

@@ -13,7 +13,7 @@ use opentelemetry_sdk::metrics::{
     data::{AggregatedMetrics, MetricData},
     InMemoryMetricExporter, PeriodicReader, SdkMeterProvider,
 };
-use phalanx_cache::{EntryOptions, TieredCache, TieredConfig};
+use phalanx_cache::{EntryOptions, TieredCache, TieredCacheConfig};
 use phalanx_core::StatusSource;
 
 fn cache() -> TieredCache<String, String> {
@@ -123,18 +123,29 @@ async fn l1_is_weighed_in_bytes_under_its_memory_cap() {
 
 #[tokio::test]
 async fn configuration_errors_are_reported_at_build_time() {
-    let bad = TieredConfig { max_bytes: 0, ..TieredConfig::default() };
-    let err = TieredCache::<String, String>::from_config(bad, None).unwrap_err();
-    assert!(err.to_string().contains("max_bytes"));
-    let parsed: TieredConfig = serde_json::from_str(r#"{"max_bytes": 1024, "namespace": "x"}"#).unwrap();
-    assert_eq!(parsed.default_ttl_ms, 60_000);
+    let deps = phalanx_core::Deps::new();
+    let bad = TieredCacheConfig::default().with_max_bytes(0);
+    let err = TieredCache::<String, String>::from_config(&bad, &deps).unwrap_err();
+    assert_eq!(err.field(), "max_bytes");
+    let err =
+        TieredCache::<String, String>::from_config(&TieredCacheConfig::default().with_target_hit_ratio(85.0), &deps)
+            .unwrap_err();
+    assert_eq!(err.field(), "target_hit_ratio", "ratios are fractions");
+    let parsed: TieredCacheConfig =
+        serde_json::from_str(r#"{"max_bytes": 1024, "namespace": "x", "time_to_idle": "90s"}"#).unwrap();
+    assert_eq!(parsed.default_ttl, Duration::from_secs(60));
+    assert_eq!(parsed.time_to_idle, Some(Duration::from_secs(90)));
+    assert!(serde_json::from_str::<TieredCacheConfig>(r#"{"default_ttl_ms": 1000}"#).is_err(), "old names refused");
+    assert!(serde_json::from_str::<TieredCacheConfig>(r#"{"default_ttl": 1000}"#).is_err(), "a bare number");
+    assert!(TieredCache::<String, String>::from_config(&parsed, &deps).is_ok());
 }
 
 #[tokio::test]
 async fn lookups_are_exported_with_level_and_result_and_status_judges_the_hit_ratio() {
     let exporter = InMemoryMetricExporter::default();
     let provider = SdkMeterProvider::builder().with_reader(PeriodicReader::builder(exporter.clone()).build()).build();
-    let cache: TieredCache<String, String> = TieredCache::builder().meter(provider.meter("test")).build().unwrap();
+    let cache: TieredCache<String, String> =
+        TieredCache::builder().meter(provider.meter("test")).target_hit_ratio(0.85).build().unwrap();
     cache.get_with("k".into(), async { "v".to_owned() }).await;
     for _ in 0..9 {
         cache.get_with("k".into(), async { unreachable!("cached") }).await;
@@ -157,12 +168,19 @@ async fn lookups_are_exported_with_level_and_result_and_status_judges_the_hit_ra
         }
     }
     assert_eq!(l1_hits, Some(9));
-    let status = cache.status();
-    assert_eq!(status.name(), "cache");
-    let target = &status.targets()[0];
+    assert_eq!(cache.name(), "cache");
+    assert_eq!(cache.report()["l1"]["hits"], 9);
+    let target = &cache.targets()[0];
     assert_eq!(target.name, "cache_hit_ratio");
     assert_eq!(target.target, ">= 0.85");
     assert_eq!(target.met, Some(true), "9 hits of 10: {:?}", target.value);
+    let untargeted: TieredCache<String, String> = TieredCache::builder().build().unwrap();
+    assert!(untargeted.targets().is_empty(), "no target unless configured");
+    let registry = phalanx_core::StatusRegistry::new();
+    registry.register(cache.clone());
+    registry.register_as("row_cache", untargeted);
+    let names: Vec<String> = registry.sections().into_iter().map(|(name, _)| name).collect();
+    assert_eq!(names, ["cache", "row_cache"]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -1,4 +1,5 @@
-//! Reading a response body up to the size cap, and handing on what was read.
+//! Response bodies: [`CacheBody`], and reading a body up to the size cap while handing on what
+//! was read ([`SplicedBody`]).
 
 use std::{
     collections::VecDeque,
@@ -9,7 +10,12 @@ use std::{
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
+use phalanx_core::LayerBody;
 use pin_project_lite::pin_project;
+
+/// The response body of [`CacheService`](super::CacheService): stored bytes, or the inner body
+/// (with whatever the cache read of it ahead).
+pub type CacheBody<B> = LayerBody<SplicedBody<B>>;
 
 pin_project! {
     /// The inner body, preceded by the frames the cache already read from it (while checking

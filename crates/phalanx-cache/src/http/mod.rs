@@ -34,14 +34,30 @@
 //! - **Size cap**: bodies are read up to the cap; a larger body streams on untouched, unstored.
 //! - `X-Cache` (configurable name): `HIT`, `MISS`, `STALE`, `REVALIDATED`.
 
+//!
+//! Modules, one concern each (tower-http's anatomy): `config` ([`CacheConfig`]), `builder`
+//! ([`CacheLayerBuilder`]), `layer` ([`CacheLayer`]), `service` ([`CacheService`], the request
+//! path), `future` ([`ResponseFuture`]), `body` ([`CacheBody`], [`SplicedBody`]), `state` (what
+//! every service shares, the cache key), `status` (the `/status` section), and the RFC rules:
+//! `directives`, `entry`, `range`.
+
 mod body;
+mod builder;
+mod config;
 mod directives;
 mod entry;
+mod future;
 mod layer;
 mod range;
 mod service;
+mod state;
+mod status;
 
-pub use body::SplicedBody;
+pub use body::{CacheBody, SplicedBody};
+pub use builder::CacheLayerBuilder;
+pub use config::{CacheConfig, UnknownQuery};
 pub use entry::CachedResponse;
-pub use layer::{CacheLayer, CacheLayerBuilder, HttpCacheConfig, HttpStore, KeyFn, UnknownQuery};
-pub use service::{CacheBody, CacheService, ResponseFuture};
+pub use future::ResponseFuture;
+pub use layer::CacheLayer;
+pub use service::CacheService;
+pub use state::{HttpStore, KeyFn};

@@ -1,42 +1,35 @@
-//! CacheService: the request path.
+//! [`CacheService`]: the request path.
 //!
 //! A fresh L1 hit is answered inside `call`, with a ready future and no allocation beyond the
 //! header map's clone. Everything else (L2, revalidation, misses, unsafe methods) runs in one
-//! boxed future.
+//! boxed future (see [`ResponseFuture`]).
 
 use std::{
-    future::Future,
-    pin::Pin,
     sync::{Arc, OnceLock},
     task::{Context, Poll},
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use phalanx_core::{LayerBody, Problem};
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_service::Service;
 
 use super::{
-    body::{buffer, Buffered, SplicedBody},
+    body::{buffer, Buffered, CacheBody, SplicedBody},
     directives::Directives,
     entry::{variant_key, CachedResponse},
-    layer::{key_tag, State},
+    future::ResponseFuture,
     range::{self, Ranged},
+    state::{key_tag, Outcome, Refusal, State},
 };
 use crate::{
     coalesce::{self, Join},
     stats::bump,
     tiered::{EntryOptions, LoadToken},
 };
-
-/// The response body of [`CacheService`]: stored bytes, or the inner body (with whatever the
-/// cache read of it ahead).
-pub type CacheBody<B> = LayerBody<SplicedBody<B>>;
 
 /// The service made by [`super::CacheLayer`].
 #[derive(Clone)]
@@ -84,25 +77,6 @@ fn judge(entry: &CachedResponse, req: &Directives, now: Instant) -> Use {
         return Use::StaleWhileRevalidate;
     }
     Use::Revalidate
-}
-
-/// What a leader tells the requests that waited for its load.
-#[derive(Clone)]
-pub(crate) enum Outcome {
-    /// Look in storage: the response was stored, or there is nothing to share.
-    Done,
-    /// The origin refused, failed or timed out, and nothing was stored: serve the stale copy at
-    /// hand if it may be served on error, else the origin's refusal when the leader could keep
-    /// it, rather than each asking an origin that is refusing.
-    Failed(Option<Arc<Refusal>>),
-}
-
-/// A 503 small enough to hand to every request waiting on the same load. (A 429 is not shared:
-/// it may be about one client.)
-pub(crate) struct Refusal {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
 }
 
 /// The largest refusal body kept to share with waiting requests.
@@ -682,49 +656,4 @@ where
     let entry = admitted.store(parts.status, &parts.headers, complete, sent);
     Box::pin(state.insert(key, &client_headers, &entry, token)).await;
     Ok(state.respond(&entry, &method, &client_headers, Instant::now(), MISS))
-}
-
-pin_project! {
-    /// The response future of [`CacheService`]: ready at once on a fresh L1 hit.
-    pub struct ResponseFuture<B: Body, E> {
-        #[pin]
-        kind: Kind<B, E>,
-    }
-}
-
-pin_project! {
-    #[project = KindProj]
-    enum Kind<B: Body, E> {
-        Ready { response: Option<Response<CacheBody<B>>> },
-        Boxed { future: BoxFuture<'static, Result<Response<CacheBody<B>>, E>> },
-    }
-}
-
-impl<B: Body, E> ResponseFuture<B, E> {
-    fn ready(response: Response<CacheBody<B>>) -> Self {
-        ResponseFuture { kind: Kind::Ready { response: Some(response) } }
-    }
-
-    fn boxed(future: BoxFuture<'static, Result<Response<CacheBody<B>>, E>>) -> Self {
-        ResponseFuture { kind: Kind::Boxed { future } }
-    }
-}
-
-impl<B: Body, E> std::fmt::Debug for ResponseFuture<B, E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
-}
-
-impl<B: Body, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<CacheBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
-            KindProj::Ready { response } => {
-                Poll::Ready(Ok(response.take().expect("ResponseFuture polled after completion")))
-            }
-            KindProj::Boxed { future } => future.as_mut().poll(cx),
-        }
-    }
 }

@@ -53,6 +53,7 @@ impl Circuit {
     }
 
     /// Whether the connections were first made; until then no round trip is let through.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
     }

@@ -15,22 +15,23 @@
 //!
 //! `{ns}:inval` is the pub/sub channel (classic PUBLISH reaches every node of a cluster).
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use fred::{
     clients::{Pool, SubscriberClient},
     prelude::{ClientLike, HashesInterface, KeysInterface, LuaInterface, PubsubInterface, SortedSetsInterface},
     types::Value,
 };
-use phalanx_core::redis::{bounded, RedisFailure};
+use phalanx_core::redis::{bounded, RedisFailure, RedisHandle};
 
-/// Buckets of the invalidation index (in L1 and in Redis). A collision can only refuse a
-/// store or drop an L1 entry that need not have been: never the other way round.
-pub(crate) const BUCKETS: u64 = 4096;
+use super::wire::{bucket, encode_message, Invalidation, StoreOp, StoreOutcome};
+
+/// Why an L2 round trip gave no answer.
+pub(super) type Failure = RedisFailure;
 
 /// Members unlinked per round trip by a tag purge.
-pub(crate) const PURGE_BATCH: usize = 256;
+const PURGE_BATCH: usize = 256;
 
 /// Store a value and index its tags. KEYS: value, epoch, inv, tag sets…; ARGV: payload, ttl
 /// ms, expiry unix ms, token epoch (-1: unconditional), now unix ms, key text, announce node
@@ -75,150 +76,45 @@ end
 return {e, redis.call('ZRANGE', KEYS[3], 0, tonumber(ARGV[3]) - 1)}
 ";
 
-const FORMAT_VERSION: u8 = 1;
-const FLAG_LZ4: u8 = 1;
-
-/// The bucket of a key (`kind` b'k') or a tag (b't'): FNV-1a, the same on every node.
-pub(crate) fn bucket(kind: u8, name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in std::iter::once(&kind).chain(name.as_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h % BUCKETS
-}
-
-/// An invalidation message between nodes: `<node>\n<kind>\n<epoch>\n<payload>`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Invalidation<'a> {
-    Key(&'a str),
-    Tag(&'a str),
-}
-
-pub(crate) fn encode_message(node: &str, epoch: u64, inv: &Invalidation<'_>) -> String {
-    match inv {
-        Invalidation::Key(k) => format!("{node}\nk\n{epoch}\n{k}"),
-        Invalidation::Tag(t) => format!("{node}\nt\n{epoch}\n{t}"),
-    }
-}
-
-/// `(origin node, epoch, invalidation)`, or `None` for a message of another format.
-pub(crate) fn decode_message(msg: &str) -> Option<(&str, u64, Invalidation<'_>)> {
-    let (node, rest) = msg.split_once('\n')?;
-    let (kind, rest) = rest.split_once('\n')?;
-    let (epoch, payload) = rest.split_once('\n')?;
-    let epoch = epoch.parse().ok()?;
-    match kind {
-        "k" => Some((node, epoch, Invalidation::Key(payload))),
-        "t" => Some((node, epoch, Invalidation::Tag(payload))),
-        _ => None,
-    }
-}
-
-/// A value as stored in L2: its wall-clock expiry and tags travel with it, so a node filling
-/// L1 from L2 keeps both.
-pub(crate) struct Stored {
-    pub(crate) expires_unix_ms: u64,
-    pub(crate) tags: Vec<Arc<str>>,
-    pub(crate) value: Bytes,
-}
-
-/// `[version][flags][expires ms u64][tag count u16]([len u16][tag])*[value, maybe lz4]`.
-pub(crate) fn encode_stored(value: &[u8], expires_unix_ms: u64, tags: &[Arc<str>], compress_above: usize) -> Bytes {
-    let compress = compress_above > 0 && value.len() > compress_above;
-    let mut out = BytesMut::with_capacity(12 + tags.iter().map(|t| t.len() + 2).sum::<usize>() + value.len());
-    out.put_u8(FORMAT_VERSION);
-    out.put_u8(if compress { FLAG_LZ4 } else { 0 });
-    out.put_u64_le(expires_unix_ms);
-    out.put_u16_le(tags.len().min(u16::MAX as usize) as u16);
-    for tag in tags.iter().take(u16::MAX as usize) {
-        let bytes = &tag.as_bytes()[..tag.len().min(u16::MAX as usize)];
-        out.put_u16_le(bytes.len() as u16);
-        out.put_slice(bytes);
-    }
-    if compress {
-        out.put_slice(&lz4_flex::compress_prepend_size(value));
-    } else {
-        out.put_slice(value);
-    }
-    out.freeze()
-}
-
-pub(crate) fn decode_stored(mut buf: Bytes) -> Option<Stored> {
-    if buf.remaining() < 12 || buf.get_u8() != FORMAT_VERSION {
-        return None;
-    }
-    let flags = buf.get_u8();
-    let expires_unix_ms = buf.get_u64_le();
-    let count = buf.get_u16_le() as usize;
-    let mut tags = Vec::with_capacity(count);
-    for _ in 0..count {
-        if buf.remaining() < 2 {
-            return None;
-        }
-        let len = buf.get_u16_le() as usize;
-        if buf.remaining() < len {
-            return None;
-        }
-        tags.push(Arc::from(std::str::from_utf8(&buf.split_to(len)).ok()?));
-    }
-    let value = if flags & FLAG_LZ4 != 0 { Bytes::from(lz4_flex::decompress_size_prepended(&buf).ok()?) } else { buf };
-    Some(Stored { expires_unix_ms, tags, value })
-}
-
-/// One queued store, written by the background writer.
-pub(crate) struct StoreOp {
-    pub(crate) key: String,
-    pub(crate) payload: Bytes,
-    pub(crate) ttl: Duration,
-    pub(crate) expires_unix_ms: u64,
-    pub(crate) tags: Vec<Arc<str>>,
-    /// The epoch the load began after; `None`: unconditional.
-    pub(crate) token: Option<u64>,
-    /// Publish an invalidation of the key (an explicit insert).
-    pub(crate) announce: bool,
-}
-
-/// What a store script answered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StoreOutcome {
-    Written(u64),
-    Refused,
-}
-
-/// Redis access for one TieredCache.
-pub(crate) struct L2 {
-    pub(crate) pool: Pool,
-    pub(crate) subscriber: SubscriberClient,
+/// Redis access for one TieredCache, over the process's shared [`RedisHandle`].
+pub(super) struct L2 {
+    /// The process's one pool and subscriber.
+    pub(super) redis: RedisHandle,
     /// `{ns}`, the hash tag every key starts with.
-    pub(crate) prefix: String,
-    pub(crate) channel: String,
+    prefix: String,
+    pub(super) channel: String,
     /// Deadline of a write-path round trip.
-    pub(crate) deadline: Duration,
+    deadline: Duration,
     /// Deadline of a read on the request path.
-    pub(crate) read_deadline: Duration,
+    read_deadline: Duration,
     /// The cluster slot of every key of the namespace.
     slot: u16,
 }
 
 impl L2 {
-    pub(crate) fn new(
-        pool: Pool,
-        subscriber: SubscriberClient,
-        namespace: &str,
-        deadline: Duration,
-        read_deadline: Duration,
-    ) -> Self {
+    /// L2 of `namespace` over `redis`: write-path round trips get the handle's command timeout,
+    /// reads on the request path `read_timeout` (at most that).
+    pub(super) fn new(redis: RedisHandle, namespace: &str, read_timeout: Duration) -> Self {
         let prefix = format!("{{{namespace}}}");
         let slot = fred::util::redis_keyslot(prefix.as_bytes());
-        L2 { pool, subscriber, channel: format!("{prefix}:inval"), prefix, deadline, read_deadline, slot }
+        let deadline = redis.command_timeout();
+        let read_deadline = read_timeout.min(deadline);
+        L2 { redis, channel: format!("{prefix}:inval"), prefix, deadline, read_deadline, slot }
     }
 
-    pub(crate) fn value_key(&self, key: &str) -> String {
+    fn pool(&self) -> &Pool {
+        self.redis.pool()
+    }
+
+    pub(super) fn subscriber(&self) -> &SubscriberClient {
+        self.redis.subscriber()
+    }
+
+    fn value_key(&self, key: &str) -> String {
         format!("{}:v:{key}", self.prefix)
     }
 
-    pub(crate) fn tag_key(&self, tag: &str) -> String {
+    fn tag_key(&self, tag: &str) -> String {
         format!("{}:t:{tag}", self.prefix)
     }
 
@@ -235,9 +131,9 @@ impl L2 {
     }
 
     /// The value and the current epoch, in one round trip (`MGET`, one slot).
-    pub(crate) async fn get(&self, key: &str) -> Result<(Option<Bytes>, u64), RedisFailure> {
+    pub(super) async fn get(&self, key: &str) -> Result<(Option<Bytes>, u64), RedisFailure> {
         let keys = vec![self.value_key(key), self.epoch_key()];
-        let (value, epoch): (Option<Bytes>, Option<u64>) = bounded(self.read_deadline, self.pool.mget(keys)).await?;
+        let (value, epoch): (Option<Bytes>, Option<u64>) = bounded(self.read_deadline, self.pool().mget(keys)).await?;
         Ok((value, epoch.unwrap_or(0)))
     }
 
@@ -264,8 +160,8 @@ impl L2 {
     }
 
     /// Write a batch of stores in one pipelined round trip.
-    pub(crate) async fn store_batch(&self, ops: &[StoreOp], node: &str) -> Result<Vec<StoreOutcome>, RedisFailure> {
-        let pipeline = self.pool.next().pipeline();
+    pub(super) async fn store_batch(&self, ops: &[StoreOp], node: &str) -> Result<Vec<StoreOutcome>, RedisFailure> {
+        let pipeline = self.pool().next().pipeline();
         for op in ops {
             let (keys, args) = self.store_call(op, node);
             // Pipelines have no EVAL of their own: the same command, spelled out.
@@ -287,7 +183,7 @@ impl L2 {
     }
 
     /// Remove a value, record and publish its invalidation; returns the epoch.
-    pub(crate) async fn remove(&self, key: &str, node: &str) -> Result<u64, RedisFailure> {
+    pub(super) async fn remove(&self, key: &str, node: &str) -> Result<u64, RedisFailure> {
         let keys = vec![self.epoch_key(), self.inv_key(), self.value_key(key)];
         let args: Vec<Value> = vec![
             Value::Integer(bucket(b'k', key) as i64),
@@ -298,14 +194,14 @@ impl L2 {
             Value::from(key),
         ];
         let (epoch, _): (u64, Vec<String>) =
-            bounded(self.deadline, self.pool.eval(INVALIDATE_SCRIPT, keys, args)).await?;
+            bounded(self.deadline, self.pool().eval(INVALIDATE_SCRIPT, keys, args)).await?;
         Ok(epoch)
     }
 
     /// Purge a tag incrementally: record the invalidation, then unlink the tagged values
     /// [`PURGE_BATCH`] at a time (each batch one pipelined round trip, never one O(n) script
     /// nor a whole-set read), then publish. Returns `(epoch, values unlinked)`.
-    pub(crate) async fn purge_tag(&self, tag: &str, node: &str) -> Result<(u64, u64), RedisFailure> {
+    pub(super) async fn purge_tag(&self, tag: &str, node: &str) -> Result<(u64, u64), RedisFailure> {
         let tag_key = self.tag_key(tag);
         let keys = vec![self.epoch_key(), self.inv_key(), tag_key.clone()];
         let args: Vec<Value> = vec![
@@ -317,12 +213,12 @@ impl L2 {
             Value::from(tag),
         ];
         let (epoch, mut members): (u64, Vec<String>) =
-            bounded(self.deadline, self.pool.eval(INVALIDATE_SCRIPT, keys, args)).await?;
+            bounded(self.deadline, self.pool().eval(INVALIDATE_SCRIPT, keys, args)).await?;
         let message = encode_message(node, epoch, &Invalidation::Tag(tag));
         let mut unlinked = 0u64;
         loop {
             let last = members.len() < PURGE_BATCH;
-            let pipeline = self.pool.next().pipeline();
+            let pipeline = self.pool().next().pipeline();
             if !members.is_empty() {
                 let values: Vec<String> = members.iter().map(|m| self.value_key(m)).collect();
                 let _: Result<(), _> = pipeline.unlink(values).await;
@@ -345,8 +241,8 @@ impl L2 {
     }
 
     /// The epoch and the invalidated-at epoch of every bucket, in one round trip.
-    pub(crate) async fn invalidations(&self) -> Result<(u64, Vec<(u64, u64)>), RedisFailure> {
-        let pipeline = self.pool.next().pipeline();
+    pub(super) async fn invalidations(&self) -> Result<(u64, Vec<(u64, u64)>), RedisFailure> {
+        let pipeline = self.pool().next().pipeline();
         let _: Result<(), _> = pipeline.get(self.epoch_key()).await;
         let _: Result<(), _> = pipeline.hgetall(self.inv_key()).await;
         let (epoch, buckets): (Option<u64>, std::collections::HashMap<u64, u64>) =
@@ -354,8 +250,8 @@ impl L2 {
         Ok((epoch.unwrap_or(0), buckets.into_iter().collect()))
     }
 
-    pub(crate) async fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisFailure> {
-        bounded(self.deadline, self.pool.incr_by::<i64, _>(self.counter_key(key), delta)).await
+    pub(super) async fn increment(&self, key: &str, delta: i64) -> Result<i64, RedisFailure> {
+        bounded(self.deadline, self.pool().incr_by::<i64, _>(self.counter_key(key), delta)).await
     }
 }
 
@@ -364,37 +260,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stored_values_round_trip_with_and_without_compression() {
-        let tags: Vec<Arc<str>> = vec!["item:1".into(), "items".into()];
-        let value = vec![7u8; 4096];
-        for compress_above in [0, 1024] {
-            let enc = encode_stored(&value, 42, &tags, compress_above);
-            if compress_above > 0 {
-                assert!(enc.len() < value.len() / 4, "lz4 shrinks a repetitive value");
-            }
-            let dec = decode_stored(enc).expect("decodes");
-            assert_eq!(dec.expires_unix_ms, 42);
-            assert_eq!(dec.tags, tags);
-            assert_eq!(dec.value.as_ref(), value.as_slice());
-        }
-        assert!(decode_stored(Bytes::from_static(b"\x09garbage")).is_none());
-    }
-
-    #[test]
-    fn invalidation_messages_round_trip() {
-        let msg = encode_message("node-a", 7, &Invalidation::Tag("item:1"));
-        assert_eq!(decode_message(&msg), Some(("node-a", 7, Invalidation::Tag("item:1"))));
-        let msg = encode_message("n", 0, &Invalidation::Key("a\nb"));
-        assert_eq!(decode_message(&msg), Some(("n", 0, Invalidation::Key("a\nb"))));
-        assert_eq!(decode_message("junk"), None);
-        assert_eq!(decode_message("n\nk\nnot-a-number\nkey"), None);
-    }
-
-    #[test]
-    fn buckets_are_stable_and_separate_keys_from_tags() {
-        assert_eq!(bucket(b'k', "item:1"), bucket(b'k', "item:1"));
-        assert!(bucket(b'k', "x") < BUCKETS);
+    fn the_scripts_build_key_messages_in_the_format_nodes_read() {
         // The Lua side builds key messages itself: keep the format in step.
         assert!(STORE_SCRIPT.contains(r"'\nk\n'") && INVALIDATE_SCRIPT.contains(r"'\nk\n'"));
+        assert_eq!(encode_message("n", 3, &Invalidation::Key("k")), "n\nk\n3\nk");
     }
 }
