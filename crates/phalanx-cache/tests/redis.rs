@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use phalanx_cache::{EntryOptions, TieredCache};
 use phalanx_core::{
     redis::{RedisHandle, RedisSettings},
-    testing::{redis_url, skip, unique_prefix, RedisServer},
+    testing::{redis_url, require_redis, skip, unique_prefix, RedisServer},
 };
 
 type Node = TieredCache<String, String>;
@@ -43,13 +43,13 @@ async fn coherent(nodes: &[&Node]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_share_l2_and_see_each_others_invalidations() {
+    if require_redis("two_nodes_share_l2_and_see_each_others_invalidations").is_none() {
+        return;
+    }
     let ns = unique_prefix("two_nodes");
     let a = node(&redis_url(), &ns, "a");
     let b = node(&redis_url(), &ns, "b");
-    if !coherent(&[&a, &b]).await {
-        skip("two_nodes_share_l2_and_see_each_others_invalidations", "Redis unreachable");
-        return;
-    }
+    assert!(coherent(&[&a, &b]).await, "Redis answers PING, yet the caches never became coherent");
     let k = "k".to_owned();
     // Shared L2: what A stores, B reads (and keeps in its L1).
     a.insert(k.clone(), "v1".into()).await;
@@ -154,6 +154,9 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
     use phalanx_cache::{CacheLayer, HttpStore};
     use tower::{Layer, ServiceExt};
 
+    if require_redis("http_caches_on_two_nodes_share_responses_and_a_put_purges_both").is_none() {
+        return;
+    }
     let ns = unique_prefix("http_two_nodes");
     let store = |id: &str| -> HttpStore {
         TieredCache::builder()
@@ -171,10 +174,7 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
     let (store_a, store_b) = (store("a"), store("b"));
     let started = Instant::now();
     while !(store_a.is_coherent() && store_b.is_coherent()) {
-        if started.elapsed() > Duration::from_secs(3) {
-            skip("http_caches_on_two_nodes_share_responses_and_a_put_purges_both", "Redis unreachable");
-            return;
-        }
+        assert!(started.elapsed() < Duration::from_secs(3), "Redis answers PING, yet the caches never became coherent");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let calls = Arc::new(AtomicUsize::new(0));
@@ -209,6 +209,9 @@ async fn http_caches_on_two_nodes_share_responses_and_a_put_purges_both() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caches_sharing_one_handle_each_hear_their_own_channel_even_when_built_after_it_connected() {
     let test = "caches_sharing_one_handle_each_hear_their_own_channel_even_when_built_after_it_connected";
+    if require_redis(test).is_none() {
+        return;
+    }
     let settings = RedisSettings::from_url(redis_url()).with_command_timeout(Duration::from_millis(200));
     // One handle per "process": one pool and one subscriber for both of its caches.
     let here = RedisHandle::connect(settings.clone()).unwrap();
@@ -217,10 +220,7 @@ async fn caches_sharing_one_handle_each_hear_their_own_channel_even_when_built_a
         fred::prelude::ClientLike::wait_for_connect(here.pool()).await.is_ok()
             && fred::prelude::ClientLike::wait_for_connect(here.subscriber()).await.is_ok()
     });
-    if !matches!(up.await, Ok(true)) {
-        skip(test, "Redis unreachable");
-        return;
-    }
+    assert!(matches!(up.await, Ok(true)), "Redis answers PING, yet the handle did not connect");
     // Built after the handle connected: no connection event will come for these.
     let (ns_rows, ns_http) = (unique_prefix("shared_rows"), unique_prefix("shared_http"));
     let build = |handle: &RedisHandle, ns: &str, id: &str| -> Node {

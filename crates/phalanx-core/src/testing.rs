@@ -47,6 +47,19 @@ pub fn redis_reachable(url: &str) -> Result<(), String> {
     }
 }
 
+/// `REDIS_URL` (or the local server) when it answers a plain `PING`; else reports `test` skipped
+/// (or fails it, under `PHALANX_REQUIRE_SERVICES=1`) and returns `None`.
+pub fn require_redis(test: &str) -> Option<String> {
+    let url = redis_url();
+    match redis_reachable(&url) {
+        Ok(()) => Some(url),
+        Err(why) => {
+            skip(test, format!("no Redis: {why}"));
+            None
+        }
+    }
+}
+
 /// Whether something accepts TCP connections at the host and port of the PostgreSQL `url`,
 /// probed without sqlx.
 pub fn postgres_reachable(url: &str) -> Result<(), String> {
