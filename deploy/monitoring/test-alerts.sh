@@ -9,7 +9,7 @@ ADMIN_PORT=$((PORT + 1))
 DEMO=${DEMO_BIN:-}
 if [[ -z $DEMO ]]; then
     cargo build -q --example demo
-    DEMO=$PWD/target/debug/examples/demo
+    DEMO=${CARGO_TARGET_DIR:-$PWD/target}/debug/examples/demo
 fi
 work=$(mktemp -d)
 pid=
