@@ -73,39 +73,26 @@ fn stacked(routes: Router, exporter: &PrometheusExporter) -> Router {
     )
 }
 
-/// `STACK_LOOP=<bare|stack|stack-hits> valgrind --tool=callgrind <bench binary>`: 100,000 requests
-/// (or `STACK_REQUESTS`) through the router in process, no sockets: where the stack's CPU goes,
-/// counted in instructions that the machine's noise cannot move.
-fn instruction_loop(which: &str, exporter: &PrometheusExporter) {
-    use tower::ServiceExt;
-    let router = match which {
-        "bare" => plain(),
-        "stack" => stacked(plain(), exporter),
-        "stack-hits" => stacked(cacheable(), exporter),
-        other => panic!("unknown router {other:?}"),
-    };
-    let requests: u32 = std::env::var("STACK_REQUESTS").ok().and_then(|n| n.parse().ok()).unwrap_or(100_000);
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
-    runtime.block_on(async {
-        for i in 0..requests {
-            let mut req = axum::http::Request::get(format!("/items/{}", i % 1000))
-                .body(axum::body::Body::empty())
-                .expect("request");
-            let peer = std::net::SocketAddr::from(([10, 0, (i >> 8) as u8 % 4, i as u8], 4000));
-            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-            let res = router.clone().oneshot(req).await.expect("infallible");
-            assert_eq!(res.status(), 200);
-            let body = axum::body::to_bytes(res.into_body(), usize::MAX).await.expect("body");
-            assert_eq!(body.len(), BODY.len());
-        }
-    });
+/// `STACK_LOOP=<mode> valgrind --tool=callgrind <bench binary>`: 100,000 requests (or
+/// `STACK_REQUESTS`) through the one-route service of `crates/phalanx-stackbench` in process, no
+/// sockets, from 1,000 peer addresses (or `STACK_ADDRESSES`; 1 is one client): where the stack's CPU goes,
+/// counted in instructions that the machine's noise cannot move. Modes: `bare`, `stack` (cache
+/// hits), `stack-miss` (pass-through), `stack-no-ratelimit-headers`, `peer`, and each layer alone,
+/// `layer-<metrics|timeout|classify|ratelimit|ratelimit-no-headers|cache-hit|cache-pass|admission|breaker>`
+/// and the peer layers `layer-peer-<metrics|governor|cache|loadshed>`. `stack-hits` is `stack`.
+fn instruction_loop(which: &str) {
+    let which = if which == "stack-hits" { "stack" } else { which };
+    let mode: phalanx_stackbench::Mode = which.parse().unwrap_or_else(|e| panic!("{e}"));
+    let number = |name: &str, default: u32| std::env::var(name).ok().and_then(|n| n.parse().ok()).unwrap_or(default);
+    phalanx_stackbench::instruction_loop(mode, number("STACK_REQUESTS", 100_000), number("STACK_ADDRESSES", 1000))
+        .expect("every answer a 200 with the whole body");
 }
 
 fn main() {
-    let exporter = PrometheusExporter::new("bench").expect("exporter");
     if let Ok(which) = std::env::var("STACK_LOOP") {
-        return instruction_loop(&which, &exporter);
+        return instruction_loop(&which);
     }
+    let exporter = PrometheusExporter::new("bench").expect("exporter");
     common::http_ratio("stack/pass-through", 9, plain(), stacked(plain(), &exporter));
     common::http_ratio("stack/cache-hits", 9, cacheable(), stacked(cacheable(), &exporter));
     // Each layer alone on the pass-through handler: where the stack's cost goes.
