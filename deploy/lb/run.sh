@@ -5,21 +5,25 @@
 # mean, then rolls every node (SIGTERM, wait for exit, start, wait for /readyz) under load and
 # prints the failed requests.
 #
-#   cargo build --release --example demo --example loadtest   # outside the lock
+#   cargo build --release --example demo && cargo build --release -p phalanx-loadtest   # outside the lock
 #   NO_BUILD=1 flock /tmp/phalanx-load.lock deploy/lb/run.sh nginx|haproxy
 #
-# Environment: NODES (4), USERS (2000), DURATION (20s), PORT_BASE (17600: nodes on +1..+N,
-# balancer on +50, Redis on +40), PG (postgres://postgres@127.0.0.1:5432), DB (phalanx_scale).
+# Environment: NODES (4), USERS (2000), DURATION (20s), WARMUP (3s), PORT_BASE (17600: nodes on
+# +1..+N, balancer on +50, Redis on +40), PG (postgres://postgres@127.0.0.1:5432), DB
+# (phalanx_scale), NO_REDIS=1 (nodes without Redis: L1 only, each node its own limiter),
+# NO_ROLL=1 (skip the rolling restart), OUT (a directory: keep the JSON reports there).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LB=${1:?usage: run.sh nginx|haproxy}
-NODES=${NODES:-4} USERS=${USERS:-2000} DURATION=${DURATION:-20s}
+NODES=${NODES:-4} USERS=${USERS:-2000} DURATION=${DURATION:-20s} WARMUP=${WARMUP:-3s}
 PORT_BASE=${PORT_BASE:-17600}
 LB_PORT=$((PORT_BASE + 50)) REDIS_PORT=$((PORT_BASE + 40))
 PG=${PG:-postgres://postgres@127.0.0.1:5432} DB=${DB:-phalanx_scale}
 command -v "$LB" >/dev/null || { apt-get update -q >/dev/null; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$LB" >/dev/null; }
-[[ -n ${NO_BUILD:-} ]] || cargo build -q --release --example demo --example loadtest
-BIN=$PWD/target/release/examples
+[[ -n ${NO_BUILD:-} ]] || { cargo build -q --release --example demo && cargo build -q --release -p phalanx-loadtest; }
+RELEASE=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release
+BIN=$RELEASE/examples
+LOADTEST=$RELEASE/phalanx-loadtest
 work=$(mktemp -d)
 declare -A node_pid
 other_pids=()
@@ -30,8 +34,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
-other_pids+=($!)
+redis_env=(REDIS_URL=redis://127.0.0.1:$REDIS_PORT)
+if [[ -n ${NO_REDIS:-} ]]; then
+    redis_env=()
+else
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$work" >/dev/null 2>&1 &
+    other_pids+=($!)
+fi
 psql "$PG/postgres" -qtAc "SELECT 1 FROM pg_database WHERE datname = '$DB'" | grep -q 1 ||
     psql "$PG/postgres" -qc "CREATE DATABASE $DB"
 
@@ -42,8 +51,8 @@ grep -q '^trusted_proxies = \["127.0.0.1/32"\]' "$work/demo.toml" || { echo "dem
 
 start_node() {
     local n=$1 port=$((PORT_BASE + $1))
-    PHALANX_CONFIG=$work/demo.toml ADMIN_BIND=127.0.0.1:$((port + 20)) BIND=127.0.0.1:$port DATABASE_URL=$PG/$DB REDIS_URL=redis://127.0.0.1:$REDIS_PORT RUST_LOG=warn \
-        "$BIN/demo" >>"$work/node$n.log" 2>&1 &
+    PHALANX_CONFIG=$work/demo.toml ADMIN_BIND=127.0.0.1:$((port + 20)) BIND=127.0.0.1:$port DATABASE_URL=$PG/$DB RUST_LOG=warn \
+        env "${redis_env[@]}" "$BIN/demo" >>"$work/node$n.log" 2>&1 &
     node_pid[$n]=$!
     until curl -fs -o /dev/null "http://127.0.0.1:$port/readyz"; do
         kill -0 "${node_pid[$n]}" 2>/dev/null || { cat "$work/node$n.log"; exit 1; }
@@ -89,11 +98,11 @@ served() {
         awk '/^http_server_request_duration_seconds_count/ && !/http_route="\/(metrics|readyz|healthz|status)"/ { s += $NF } END { printf "%d", s }'
 }
 load() {
-    "$BIN/loadtest" --users "$USERS" --think 1s --duration "$1" --warmup 3s \
+    "$LOADTEST" --users "$USERS" --think 1s --duration "$1" --warmup "$WARMUP" \
         --no-server-metrics --json "$2" "http://127.0.0.1:$LB_PORT" >"$2.txt" 2>&1 || true
 }
 
-echo "== $LB, $NODES nodes, $USERS users x 1 req/s for $DURATION"
+echo "== $LB, $NODES nodes, $([[ -n ${NO_REDIS:-} ]] && echo 'no Redis' || echo 'one Redis'), $USERS users x 1 req/s for $DURATION after $WARMUP warm-up"
 declare -A before
 for n in $(seq 1 "$NODES"); do before[$n]=$(served "$n"); done
 load "$DURATION" "$work/even.json"
@@ -108,10 +117,14 @@ mean = sum(shares) / len(shares)
 dev = max(abs(s - mean) / mean for s in shares) * 100
 e = r["errors"]
 kinds = ", ".join(f"{k} {e[k]}" for k in ("connect", "timeout", "io", "status_429", "status_503") if e[k])
-print(f"throughput {r['rps']:.0f} req/s, p99 {r['latency_ms']['p99']:.1f} ms, errors {e['total']}" + (f" ({kinds})" if kinds else ""))
+lat = r["latency_ms"]
+hits = "n/a" if r.get("cache_hit_ratio") is None else f"{r['cache_hit_ratio'] * 100:.1f} %"
+print(f"throughput {r['rps']:.0f} req/s, avg {lat['avg']:.1f} ms, p99 {lat['p99']:.1f} ms, p99.9 {lat['p999']:.1f} ms, errors {e['total']}" + (f" ({kinds})" if kinds else "") + f", cache hits {hits}")
 print("requests per node: " + " / ".join(f"{s:,}" for s in shares) + f"; max deviation from the mean {dev:.2f} %")
 PY
 
+if [[ -n ${OUT:-} ]]; then mkdir -p "$OUT" && cp "$work/even.json" "$OUT/$LB-$NODES-nodes$([[ -n ${NO_REDIS:-} ]] && echo -no-redis).json"; fi
+[[ -n ${NO_ROLL:-} ]] && exit 0
 echo "== rolling every node under load"
 roll_for=$((NODES * 6 + 10))
 load "${roll_for}s" "$work/roll.json" &

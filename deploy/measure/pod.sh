@@ -5,7 +5,7 @@
 # targets break: p99 < 500 ms and the service's own p99 ≤ 15 ms), with the pod's CPU and RSS at
 # each step. Prints a table and the `rps,mean_ms,p99_ms` curve for deploy/hpa/pod.csv.
 #
-#   cargo build --release --example demo --example loadtest   # outside the lock
+#   cargo build --release --example demo && cargo build --release -p phalanx-loadtest   # outside the lock
 #   NO_BUILD=1 flock /tmp/phalanx-load.lock deploy/measure/pod.sh [RATE ...]
 #
 # Ports: PORT_BASE (default 17500): demo on +1, private redis-server on +10. PostgreSQL: the
@@ -20,8 +20,10 @@ STEP_S=${STEP_S:-20}
 RATES=("$@")
 ((${#RATES[@]})) || RATES=(1000 2000 4000 6000 8000 10000 12000 14000)
 
-[[ -n ${NO_BUILD:-} ]] || cargo build -q --release --example demo --example loadtest
-BIN=target/release/examples
+[[ -n ${NO_BUILD:-} ]] || { cargo build -q --release --example demo && cargo build -q --release -p phalanx-loadtest; }
+RELEASE=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release
+BIN=$RELEASE/examples
+LOADTEST=$RELEASE/phalanx-loadtest
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
@@ -64,7 +66,7 @@ printf '%s\n' "| offered (req/s) | achieved (req/s) | avg (ms) | p50 | p99 | ser
 curve=()
 for rate in "${RATES[@]}"; do
     c0=$(cpu_ticks); s0=$(date +%s.%N)
-    "$BIN/loadtest" --users "$rate" --think 1s --duration "${STEP_S}s" --warmup 5s \
+    "$LOADTEST" --users "$rate" --think 1s --duration "${STEP_S}s" --warmup 5s \
         --json "$work/r.json" "http://127.0.0.1:$DEMO_PORT" >/dev/null 2>&1 || true
     c1=$(cpu_ticks); s1=$(date +%s.%N)
     line=$(python3 - "$work/r.json" "$rate" "$c0" "$c1" "$s0" "$s1" "$hz" "$(rss_mb)" <<'PY'

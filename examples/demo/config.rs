@@ -67,7 +67,7 @@ pub(crate) struct DemoConfig {
     pub(crate) classify: ClassifyConfig,
     pub(crate) ratelimit: RateLimitConfig,
     pub(crate) cache: CacheConfig,
-    /// One admission limiter per route group: `items`, `upstream`.
+    /// One admission limiter per route group: `items`, `writes` (PUT inside `items`), `upstream`.
     pub(crate) admission: BTreeMap<String, AdmissionConfig>,
     #[serde(default)]
     pub(crate) breaker: BreakerConfig,
@@ -215,7 +215,7 @@ mod tests {
         assert!(config.validate().is_ok());
         assert!(config.redis_url.is_none());
         assert_eq!(config.ratelimit.policies.len(), 2);
-        assert!(config.admission.contains_key("items"));
+        assert!(config.admission.contains_key("items") && config.admission.contains_key("writes"));
         assert_eq!(config.metrics.targets.p99, Some(Duration::from_millis(500)), "the demo's own SLO");
         config
             .apply_env(|k| match k {

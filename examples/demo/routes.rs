@@ -48,9 +48,12 @@ pub(crate) fn router(state: AppState, layers: &Layers, config: &DemoConfig) -> R
         layers.admission.get(group).cloned().ok_or_else(|| format!("no [admission.{group}] in the configuration"))
     };
     // Innermost first: a per-route breaker, then admission (route layers added later wrap earlier ones).
+    // Writes have a bulkhead of their own inside `items`: a database slow to commit holds at
+    // most `[admission.writes]`'s few connections, and the reads keep the rest of the pool.
     let items = Router::new()
-        .route("/items/{id}", get(get_item).put(put_item))
+        .route("/items/{id}", get(get_item).put(axum::handler::Handler::layer(put_item, admission("writes")?)))
         .route("/items", get(list_items))
+        .route("/payload/{bytes}", get(payload))
         .route_layer(CircuitBreakerLayer::per_route(layers.breakers.clone()))
         .route_layer(admission("items")?);
     // The client-side breaker of the upstream lives in the Http client.
@@ -118,8 +121,12 @@ fn problem(p: Problem) -> Response {
     IntoResponse::into_response(p)
 }
 
-fn database_unavailable(e: sqlx::Error) -> Response {
-    tracing::warn!(error = %e, "database error");
+/// A query failed: the pool hears of it (a lost connection trips it, so the requests that
+/// follow get their 503 at once), and the client gets a 503 with Retry-After.
+fn database_unavailable(state: &AppState, e: sqlx::Error) -> Response {
+    if !state.db.observe_error(&e) {
+        tracing::warn!(error = %e, "database error");
+    }
     problem(
         Problem::unavailable(types::DEPENDENCY_UNAVAILABLE, Duration::from_secs(1))
             .with_detail("the catalog database did not answer"),
@@ -172,7 +179,7 @@ async fn get_item(State(state): State<AppState>, ApiPath(id): ApiPath<i64>) -> R
         Ok(item) => item_response(&state, item),
         Err(LoadError::NotFound) => not_found(id),
         Err(LoadError::Pool(rejection)) => rejection.into_response(),
-        Err(LoadError::Database(e)) => database_unavailable(e),
+        Err(LoadError::Database(e)) => database_unavailable(&state, e),
     }
 }
 
@@ -210,7 +217,7 @@ async fn list_items(State(state): State<AppState>, ApiQuery(page): ApiQuery<Page
             cache_headers(&mut res, state.list_max_age, "items", None);
             res
         }
-        Err(e) => database_unavailable(e),
+        Err(e) => database_unavailable(&state, e),
     }
 }
 
@@ -260,7 +267,7 @@ async fn put_item(
             item_response(&state, item)
         }
         Ok(None) => not_found(id),
-        Err(e) => database_unavailable(e),
+        Err(e) => database_unavailable(&state, e),
     }
 }
 
@@ -297,6 +304,33 @@ async fn write_count(State(state): State<AppState>) -> Response {
             )
         }
     }
+}
+
+/// The largest body `GET /payload/{bytes}` answers with.
+pub(crate) const MAX_PAYLOAD: u64 = 1024 * 1024;
+
+/// `GET /payload/{bytes}`: a body of that many bytes, for measuring how response size weighs
+/// on latency and throughput (the load generator's `mixes/payload-*.toml`). Cacheable like
+/// the items; a body above the HTTP cache's `max_body_bytes` passes through it unstored.
+async fn payload(State(state): State<AppState>, ApiPath(bytes): ApiPath<u64>) -> Response {
+    payload_response(bytes, state.item_max_age)
+}
+
+pub(crate) fn payload_response(bytes: u64, max_age: Duration) -> Response {
+    static BODY: std::sync::OnceLock<bytes::Bytes> = std::sync::OnceLock::new();
+    if bytes > MAX_PAYLOAD {
+        return problem(
+            Problem::new(StatusCode::BAD_REQUEST).with_detail(format!("a payload is at most {MAX_PAYLOAD} bytes")),
+        );
+    }
+    let body = BODY.get_or_init(|| {
+        // Printable, not all one byte: what a body of that size looks like on the wire.
+        let line = b"phalanx demo payload 0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ\n";
+        line.iter().copied().cycle().take(MAX_PAYLOAD as usize).collect::<Vec<u8>>().into()
+    });
+    let mut res = ([(header::CONTENT_TYPE, "application/octet-stream")], body.slice(..bytes as usize)).into_response();
+    cache_headers(&mut res, max_age, "payload", Some(format!("\"payload-{bytes}\"")));
+    res
 }
 
 async fn upstream_quote(State(state): State<AppState>, Http(client): Http) -> Response {

@@ -158,7 +158,13 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
     let database_kind = if config.database_url.starts_with("postgres") { "postgresql" } else { "sqlite" };
     db::prepare(&config.database_url).await?;
     // `database_url` (env DATABASE_URL) names the database of the pool.
-    let db_config = config.pools.db.clone().with_url(config.database_url.clone());
+    let mut db_config = config.pools.db.clone().with_url(config.database_url.clone());
+    if config.database_url.starts_with("sqlite") && db_config.after_connect.is_empty() {
+        // With the write-ahead log, NORMAL syncs at checkpoints rather than at every commit:
+        // still safe against corruption, and writes no longer queue behind one fsync each
+        // (holding connections the reads need) when the disk is slow.
+        db_config = db_config.with_after_connect(["PRAGMA synchronous = NORMAL"]);
+    }
     let db = DbPool::<sqlx::Any>::from_config(&db_config, &deps).await.map_err(|e| in_section(e, "pools.db"))?;
     db::migrate(db.sqlx()).await?;
     let seeded = db::seed(db.sqlx(), config.seed_items).await?;

@@ -107,3 +107,19 @@ async fn every_redis_url_scheme_reaches_the_shared_settings_and_builds() {
     config.redis_tls_ca_file = Some("/nonexistent/ca.pem".into());
     assert!(state::redis_settings(&config).unwrap().build_pool().is_err());
 }
+
+#[tokio::test]
+async fn payloads_have_the_asked_size_up_to_a_mebibyte_and_are_cacheable() {
+    use http_body_util::BodyExt;
+    let max_age = std::time::Duration::from_secs(300);
+    for bytes in [0, 1024, 65_536, crate::routes::MAX_PAYLOAD] {
+        let res = crate::routes::payload_response(bytes, max_age);
+        assert_eq!(res.status(), StatusCode::OK);
+        assert_eq!(res.headers()[http::header::CACHE_CONTROL], "public, max-age=300");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body.len() as u64, bytes);
+    }
+    let res = crate::routes::payload_response(crate::routes::MAX_PAYLOAD + 1, max_age);
+    assert_eq!(res.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/problem+json");
+}

@@ -2,7 +2,7 @@
 # The demo on PostgreSQL + Redis under load while a dependency fails, one line per case.
 #
 #   scripts/chaos/run.sh [CASE ...]      cases: steady redis-kill redis-hang pg-restart overload
-#                                        (default: all, in that order)
+#                                        overload-limited (default: all, in that order)
 #
 # Everything runs on loopback with private servers (a redis-server and a PostgreSQL cluster made in
 # a temporary directory), so the machine's shared Redis and PostgreSQL are never touched. Each case
@@ -17,7 +17,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-CASES=${*:-steady redis-kill redis-hang pg-restart overload}
+CASES=${*:-steady redis-kill redis-hang pg-restart overload overload-limited}
 USERS=${USERS:-2000}
 STEADY_USERS=${STEADY_USERS:-10000}
 OVERLOAD_USERS=${OVERLOAD_USERS:-10000}
@@ -31,8 +31,13 @@ PG_PORT=$((PORT_BASE + 3))
 PG_BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 
 mkdir -p "$OUT"
-cargo build --release --example demo --example loadtest >&2
-BIN=target/release/examples
+if [ -z "${NO_BUILD:-}" ]; then
+    cargo build --release --example demo >&2
+    cargo build --release -p phalanx-loadtest >&2
+fi
+RELEASE=$(realpath -m "${CARGO_TARGET_DIR:-target}")/release
+BIN=$RELEASE/examples
+LOADTEST=$RELEASE/phalanx-loadtest
 WORK=$(mktemp -d /tmp/phalanx-chaos.XXXXXX)
 chmod 755 "$WORK"
 REDIS_PID=
@@ -68,10 +73,12 @@ start_pg() {
     pg -o "-p $PG_PORT -k $WORK/sock -c listen_addresses=127.0.0.1 -c max_connections=200" -w start
 }
 
+# start_demo [CONFIG]: the demo on its embedded configuration, or on CONFIG.
 start_demo() {
-    local redis=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT")
+    local redis=(REDIS_URL="redis://127.0.0.1:$REDIS_PORT") config=()
     [ -n "${NO_REDIS:-}" ] && redis=()
-    env BIND="$DEMO" ADMIN_BIND="$ADMIN" \
+    [ -n "${1:-}" ] && config=(PHALANX_CONFIG="$1")
+    env BIND="$DEMO" ADMIN_BIND="$ADMIN" "${config[@]}" \
         DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres" "${redis[@]}" \
         "$BIN/demo" >"$WORK/demo.log" 2>&1 &
     DEMO_PID=$!
@@ -87,7 +94,7 @@ loadtest() {
     local name=$1 users=$2 think=$3 warmup=$4 duration=$5 mix=$6
     shift 6
     # shellcheck disable=SC2086
-    "$BIN/loadtest" --users "$users" --think "$think" --warmup "$warmup" --duration "$duration" \
+    "$LOADTEST" --users "$users" --think "$think" --warmup "$warmup" --duration "$duration" \
         --mix "$mix" --progress 0 --json "$OUT/$name.json" $LOADTEST_ARGS "$@" \
         "http://$DEMO" >"$OUT/$name.txt" 2>&1 &
 }
@@ -138,7 +145,7 @@ case_steady() {
     local open0 all0 open1 all1
     open0=$(decisions fail_open)
     all0=$(( $(decisions allowed) + $(decisions limited) + open0 + $(decisions fail_closed) ))
-    loadtest steady "$STEADY_USERS" 1s 20s "${STEADY_DURATION:-60s}" examples/loadtest/mix.toml
+    loadtest steady "$STEADY_USERS" 1s 20s "${STEADY_DURATION:-60s}" crates/phalanx-loadtest/mixes/default.toml
     local lt=$!
     sleep 30
     curl -s "http://$ADMIN/status" >"$OUT/steady-status.json" || true
@@ -203,18 +210,66 @@ case_pg_restart() {
         "PUT: $w503 of $wtotal answered 503, p99 $wp99 ms | writes succeed ${recovered} s after PostgreSQL is back"
 }
 
+restart_demo() {
+    kill "$DEMO_PID" 2>/dev/null || true
+    wait "$DEMO_PID" 2>/dev/null || true
+    start_demo "$@"
+}
+
+# The demo's configuration with its per-client limits in shadow mode (decided and counted, never
+# enforced), and the premium tier allowed to ask for critical priority.
+overload_config() {
+    python3 - "$WORK/overload.toml" <<'PY'
+import sys
+text = open("examples/demo/demo.toml").read()
+for old, new in [("shadow = false", "shadow = true"), ('premium = "high"', 'premium = "critical"')]:
+    assert text.count(old) == 1, old
+    text = text.replace(old, new)
+open(sys.argv[1], "w").write(text)
+PY
+    echo "$WORK/overload.toml"
+}
+
+# Closed-loop users hammer as fast as they are answered, so each is far over its own per-client
+# limit; with the limits enforced most answers are that limit's 429s (case overload-limited).
+# This case measures the server's own overload protection (admission, coalescing, the cache):
+# the limits in shadow mode; the peak is the best of 64, 256 and 1,024 closed-loop users; 50
+# premium users send critical requests (think 100 ms) alongside the overload.
 case_overload() {
-    log "overload: peak with 256 closed-loop users, then $OVERLOAD_USERS closed-loop users"
-    loadtest overload-peak 256 0 5s 15s scripts/chaos/get.toml
-    wait $! || true
+    log "overload: limits in shadow mode; peak with 64/256/1024 closed-loop users, then $OVERLOAD_USERS + 50 critical"
+    restart_demo "$(overload_config)"
+    local peak=0 n rate
+    for n in 64 256 1024; do
+        loadtest "overload-peak-$n" "$n" 0 5s 10s scripts/chaos/get.toml
+        wait $! || true
+        rate=$(field "overload-peak-$n" '.status["2xx"] / .duration_s | floor')
+        log "  $n users: $rate 2xx/s"
+        [ "$rate" -gt "$peak" ] && peak=$rate
+    done
     loadtest overload "$OVERLOAD_USERS" 0 10s 20s scripts/chaos/get.toml --timeout 5s
-    wait $! || true
-    local peak good ratio
-    peak=$(field overload-peak '.status["2xx"] / .duration_s')
+    local lo=$!
+    loadtest overload-critical 50 100ms 10s 20s scripts/chaos/critical.toml --timeout 5s
+    local lc=$!
+    wait "$lo" "$lc" || true
+    local good ratio critical
     good=$(field overload '.status["2xx"] / .duration_s')
     ratio=$(echo "$good / $peak" | bc -l | xargs printf '%.2f')
-    summary_line overload "overload ($OVERLOAD_USERS users, think 0)" \
-        "goodput $(printf '%.0f' "$good") 2xx/s = $ratio x the peak $(printf '%.0f' "$peak") 2xx/s (256 users)"
+    critical=$(field overload-critical '"\(.status["2xx"]) of \(.responses) (\(.status["2xx"] / .responses * 1000 | floor / 10) %)"')
+    summary_line overload "overload ($OVERLOAD_USERS users, think 0, limits in shadow mode)" \
+        "goodput $(printf '%.0f' "$good") 2xx/s = $ratio x the peak $peak 2xx/s | critical: $critical answered 2xx"
+    restart_demo
+}
+
+# The same overload with the per-client limits enforced: most answers are 429s, fast.
+case_overload_limited() {
+    log "overload-limited: $OVERLOAD_USERS closed-loop users, the demo's limits enforced"
+    loadtest overload-limited "$OVERLOAD_USERS" 0 10s 20s scripts/chaos/get.toml --timeout 5s
+    wait $! || true
+    local good s429
+    good=$(field overload-limited '.status["2xx"] / .duration_s | floor')
+    s429=$(field overload-limited '.errors.status_429')
+    summary_line overload-limited "overload-limited ($OVERLOAD_USERS users, think 0, limits enforced)" \
+        "$good 2xx/s; $s429 answered 429 by the per-client limit"
 }
 
 : >"$OUT/summary.txt"
@@ -229,6 +284,7 @@ for c in $CASES; do
         redis-hang) case_redis_hang ;;
         pg-restart) case_pg_restart ;;
         overload) case_overload ;;
+        overload-limited) case_overload_limited ;;
         *) log "unknown case $c"; exit 2 ;;
     esac
 done

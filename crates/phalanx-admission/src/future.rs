@@ -169,11 +169,13 @@ fn shed_response<B>(shared: &Shared, priority: Priority, reason: ShedReason) -> 
         ShedReason::Deadline => "the server is at capacity and the request waited too long for a slot",
         ShedReason::Share => "requests of this priority are using their whole share of the server's capacity",
     };
-    Problem::unavailable(types::OVERLOADED, shared.retry_after)
+    let mut response = Problem::unavailable(types::OVERLOADED, shared.retry_after)
         .with_title("Server overloaded")
         .with_detail(detail)
         .with_member("priority", priority.as_str())
         .with_member("reason", reason.as_str())
         .into_response()
-        .map(|body| GuardedBody::new(body, None))
+        .map(|body| GuardedBody::new(body, None));
+    response.extensions_mut().insert(phalanx_core::problem::LoadShed);
+    response
 }

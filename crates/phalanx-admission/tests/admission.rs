@@ -136,6 +136,7 @@ async fn a_waiter_is_shed_at_its_deadline_and_a_full_queue_sheds_at_once() {
     let res = svc.clone().oneshot(request(Priority::Normal)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::ZERO, "a full queue refuses at once");
     assert_eq!(res.headers()[header::CONTENT_TYPE], "application/problem+json");
+    assert!(res.extensions().get::<phalanx_core::problem::LoadShed>().is_some(), "a shed is marked for the breaker");
     let (status, reason, retry) = shed_reason(res).await;
     assert_eq!((status, reason.as_str(), retry.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, "queue_full", Some("2")));
 

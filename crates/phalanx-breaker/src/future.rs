@@ -12,7 +12,7 @@ use http::Response;
 use phalanx_core::LayerBody;
 use pin_project_lite::pin_project;
 
-use crate::breaker::Permit;
+use crate::{breaker::Permit, CallOutcome};
 
 pin_project! {
     /// The response future of [`crate::CircuitBreakerService`].
@@ -62,6 +62,10 @@ where
                 let result = ready!(future.poll(cx));
                 if let Some(permit) = permit.take() {
                     match &result {
+                        // A load-shedding refusal from a layer inside is not the route failing.
+                        Ok(res) if res.extensions().get::<phalanx_core::problem::LoadShed>().is_some() => {
+                            permit.record(CallOutcome::Ignored);
+                        }
                         Ok(res) => {
                             let outcome = permit.breaker().config().classify_status(res.status());
                             permit.record(outcome);

@@ -318,3 +318,31 @@ async fn a_single_breaker_from_the_builder_guards_every_route() {
     assert_eq!(report.as_object().unwrap().len(), 1);
     assert_eq!(report["inventory"]["state"], "open");
 }
+
+#[tokio::test]
+async fn load_shedding_refusals_from_a_layer_inside_never_open_the_route() {
+    // A handler that always answers like an admission shed: 503 with the LoadShed marker.
+    async fn shed() -> axum::response::Response {
+        let mut res = phalanx_core::Problem::unavailable(types::OVERLOADED, Duration::from_secs(1))
+            .into_response::<Body>()
+            .map(Body::new);
+        res.extensions_mut().insert(phalanx_core::problem::LoadShed);
+        res
+    }
+    async fn unmarked_503() -> StatusCode {
+        StatusCode::SERVICE_UNAVAILABLE
+    }
+    let registry = BreakerRegistry::builder().config(config()).build().unwrap();
+    let app = Router::new()
+        .route("/shed", get(shed))
+        .route("/failing", get(unmarked_503))
+        .route_layer(CircuitBreakerLayer::per_route(registry.clone()));
+    for _ in 0..10 {
+        assert_eq!(get_status(&app, "/shed").await, StatusCode::SERVICE_UNAVAILABLE);
+        get_status(&app, "/failing").await;
+    }
+    let shed = registry.get("/shed").unwrap();
+    assert_eq!(shed.state(), State::Closed, "sheds are not failures");
+    assert_eq!(shed.snapshot().calls.ignored, 10);
+    assert_eq!(registry.get("/failing").unwrap().state(), State::Open, "an unmarked 503 still counts");
+}

@@ -292,9 +292,7 @@ impl ClientKeyResolver {
             KeySource::Principal => {
                 extensions.get::<Principal>().map(|p| ClientKey(Arc::from(format!("principal:{}", p.0))))
             }
-            KeySource::PeerIp => {
-                self.client_ip(headers, extensions).map(|ip| ClientKey(Arc::from(format!("ip:{}", self.group(ip)))))
-            }
+            KeySource::PeerIp => self.client_ip(headers, extensions).map(|ip| ClientKey(peer_key(self.group(ip)))),
         })
     }
 
@@ -449,6 +447,32 @@ impl ClientKeyResolverBuilder {
             None => self.config.build(),
         }
     }
+}
+
+/// `ip:<address>`, spelled as `Display` spells it; an IPv4 address (the common key, once per
+/// request) without the formatting machinery.
+fn peer_key(ip: IpAddr) -> Arc<str> {
+    let IpAddr::V4(v4) = ip else { return Arc::from(format!("ip:{ip}")) };
+    let mut out = [0u8; 18];
+    out[..3].copy_from_slice(b"ip:");
+    let mut len = 3;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out[len] = b'.';
+            len += 1;
+        }
+        if octet >= 100 {
+            out[len] = b'0' + octet / 100;
+            len += 1;
+        }
+        if octet >= 10 {
+            out[len] = b'0' + octet / 10 % 10;
+            len += 1;
+        }
+        out[len] = b'0' + octet % 10;
+        len += 1;
+    }
+    Arc::from(std::str::from_utf8(&out[..len]).expect("ASCII digits and dots"))
 }
 
 /// The digest under which an API key is stored: 128 bits of SHA-256, in hex.
@@ -702,5 +726,15 @@ mod tests {
         assert_eq!(cfg.forwarding_header, ForwardingHeader::XRealIp);
         assert!(!format!("{cfg:?}").contains("k-1"), "keys stay out of Debug");
         assert!(cfg.build().is_ok());
+    }
+
+    #[test]
+    fn peer_keys_are_spelled_as_display_spells_the_address() {
+        for octets in [[0, 0, 0, 0], [255, 255, 255, 255], [10, 0, 9, 99], [100, 101, 9, 10], [192, 0, 2, 1]] {
+            let ip = IpAddr::from(octets);
+            assert_eq!(&*peer_key(ip), format!("ip:{ip}"));
+        }
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(&*peer_key(v6), "ip:2001:db8::1");
     }
 }

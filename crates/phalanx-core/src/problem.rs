@@ -10,6 +10,13 @@ use http::{header, HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
 use crate::LayerBody;
 
+/// A response extension on a refusal that sheds load (an admission shed): the request was not
+/// served because the server chose to do less, not because the route failed. A circuit breaker
+/// ignores such answers, so shedding on one class of a route (its writes, say) cannot open the
+/// route's breaker for every other request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadShed;
+
 /// The media type of a problem document.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

@@ -212,6 +212,18 @@ impl HealthTracker {
         }
     }
 
+    /// A request just saw the dependency fail (no connection could be opened, or a connection
+    /// broke mid-query): unhealthy now, not after `unhealthy_after` checks, so the requests that
+    /// follow fail fast instead of each waiting out the acquire timeout. The background check
+    /// brings it back as usual (`Recovering` after its first pass lets acquisitions through).
+    pub(crate) fn trip(&self, error: String) {
+        let mut s = self.inner.lock();
+        s.consecutive_passes = 0;
+        s.consecutive_failures = s.consecutive_failures.max(self.config.unhealthy_after);
+        s.last_error = Some(error);
+        s.state = Health::Unhealthy;
+    }
+
     /// Record one check's outcome (its latency, or why it failed); returns the new state.
     pub(crate) fn record(&self, outcome: Result<Duration, String>) -> Health {
         let mut s = self.inner.lock();
@@ -269,6 +281,12 @@ pub(crate) trait Checked: Send + Sync + 'static {
     fn saturated(&self) -> bool {
         false
     }
+    /// A count that moves whenever a request gets what the check waits for (a connection): a
+    /// check that failed while it moved since the previous check stood in a queue behind live
+    /// traffic, which says the dependency is busy, not gone.
+    fn progress(&self) -> u64 {
+        0
+    }
 }
 
 /// Run the check every interval until the pool is dropped (the task holds only a `Weak`).
@@ -280,6 +298,7 @@ pub(crate) fn spawn_checker<T: Checked>(shared: &Arc<T>) {
         let mut ticks = tokio::time::interval(interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticks.tick().await;
+        let mut progress_before = weak.upgrade().map_or(0, |shared| shared.progress());
         loop {
             ticks.tick().await;
             let Some(shared) = weak.upgrade() else { return };
@@ -290,12 +309,13 @@ pub(crate) fn spawn_checker<T: Checked>(shared: &Arc<T>) {
                 Err(_) => Err(format!("check timed out after {} ms", timeout.as_millis())),
             };
             let outcome = match outcome {
-                Err(_) if shared.saturated() => {
+                Err(_) if shared.saturated() || shared.progress() != progress_before => {
                     shared.tracker().note_pressure();
                     Ok(started.elapsed())
                 }
                 other => other,
             };
+            progress_before = shared.progress();
             let failed = outcome.as_ref().err().cloned();
             let state = shared.tracker().record(outcome);
             if let Some(error) = failed {
@@ -311,6 +331,19 @@ mod tests {
 
     fn tracker() -> HealthTracker {
         HealthTracker::new(HealthConfig { unhealthy_after: 2, recover_after: 2, ..HealthConfig::default() })
+    }
+
+    #[test]
+    fn a_trip_is_unhealthy_at_once_and_the_first_passing_check_lets_requests_through() {
+        let t = tracker();
+        assert_eq!(t.record(Ok(Duration::from_millis(1))), Health::Healthy);
+        t.trip("connection refused".into());
+        assert_eq!(t.state(), Health::Unhealthy);
+        assert_eq!(t.snapshot().last_error.as_deref(), Some("connection refused"));
+        // A failing check keeps it down; passes bring it back in the usual steps.
+        assert_eq!(t.record(Err("refused".into())), Health::Unhealthy);
+        assert_eq!(t.record(Ok(Duration::from_millis(1))), Health::Recovering);
+        assert_eq!(t.record(Ok(Duration::from_millis(1))), Health::Healthy);
     }
 
     #[test]

@@ -280,13 +280,7 @@ async fn a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_bac
     let Some(url) = postgres("a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_back").await else {
         return;
     };
-    // postgres://user@host:port/db → route host:port through a proxy the test can cut.
-    let after_scheme = url.split_once("://").unwrap().1;
-    let authority_start = after_scheme.find('@').map_or(0, |i| i + 1);
-    let authority = after_scheme[authority_start..].split(['/', '?']).next().unwrap();
-    let target = tokio::net::lookup_host(authority).await.unwrap().next().unwrap();
-    let proxy = Proxy::start(target).await;
-    let proxied = url.replacen(authority, &proxy.addr.to_string(), 1);
+    let (proxy, proxied) = behind_proxy(&url).await;
     let name = unique("pg_down");
     let pool = DbPool::<Postgres>::builder()
         .url(proxied)
@@ -320,6 +314,17 @@ async fn a_database_that_goes_away_is_unhealthy_fails_fast_and_recovers_when_bac
     assert_eq!((code, body.as_str()), (StatusCode::OK, "42"));
 }
 
+/// postgres://user@host:port/db → the same URL through a proxy the test can cut.
+async fn behind_proxy(url: &str) -> (Proxy, String) {
+    let after_scheme = url.split_once("://").unwrap().1;
+    let authority_start = after_scheme.find('@').map_or(0, |i| i + 1);
+    let authority = after_scheme[authority_start..].split(['/', '?']).next().unwrap();
+    let target = tokio::net::lookup_host(authority).await.unwrap().next().unwrap();
+    let proxy = Proxy::start(target).await;
+    let proxied = url.replacen(authority, &proxy.addr.to_string(), 1);
+    (proxy, proxied)
+}
+
 async fn wait_for(cond: impl Fn() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while !cond() {
@@ -349,4 +354,147 @@ async fn any_pool_runs_the_same_handler_code_on_postgres() {
     wait_for(|| pool.report()["health"]["checks"].as_u64() >= Some(2), "two health checks").await;
     assert_eq!(pool.report()["health"]["failed_checks"], 0);
     assert_eq!(pool.health(), Health::Healthy);
+}
+
+#[tokio::test]
+async fn a_connection_that_breaks_while_opening_trips_the_pool_so_the_next_requests_fail_fast() {
+    let Some(url) =
+        postgres("a_connection_that_breaks_while_opening_trips_the_pool_so_the_next_requests_fail_fast").await
+    else {
+        return;
+    };
+    let (proxy, proxied) = behind_proxy(&url).await;
+    let name = unique("pg_trip");
+    // The background check runs once a minute: only a request can find the outage first.
+    let slow_checks = HealthConfig::default().with_interval(Duration::from_secs(60));
+    let pool = DbPool::<Postgres>::builder()
+        .url(proxied)
+        .name(&name)
+        .max_connections(4)
+        .acquire_timeout(Duration::from_millis(300))
+        .health(slow_checks)
+        .build()
+        .await
+        .unwrap();
+    let app = Router::new().route("/", get(answer_pg)).with_state(pool.clone());
+    assert_eq!(request(&app, "/").await.0, StatusCode::OK);
+
+    proxy.set_up(false);
+    let (code, _, body, _) = request(&app, "/").await;
+    assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(pool.health(), Health::Unhealthy, "the failed acquisition trips the pool");
+    for _ in 0..5 {
+        let (code, headers, body, took) = request(&app, "/").await;
+        assert_eq!(code, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(headers.contains_key(header::RETRY_AFTER));
+        assert!(body.contains(types::DEPENDENCY_UNAVAILABLE), "{body}");
+        assert!(took < Duration::from_millis(50), "a tripped pool answers at once, took {took:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_connection_error_reported_by_a_query_trips_the_pool_and_a_query_error_does_not() {
+    let Some(url) = postgres("a_connection_error_reported_by_a_query_trips_the_pool_and_a_query_error_does_not").await
+    else {
+        return;
+    };
+    let name = unique("pg_observe");
+    let slow_checks = HealthConfig::default().with_interval(Duration::from_secs(60));
+    let pool = DbPool::<Postgres>::builder()
+        .url(with_application_name(&url, &name))
+        .name(&name)
+        .max_connections(2)
+        .health(slow_checks)
+        .build()
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let wrong = sqlx::query("SELEC 1").execute(&mut *conn).await.unwrap_err();
+    assert!(!pool.observe_error(&wrong), "a syntax error says nothing about the database: {wrong}");
+    assert_eq!(pool.health(), Health::Healthy);
+
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1")
+        .bind(&name)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let gone = sqlx::query("SELECT 1").execute(&mut *conn).await.unwrap_err();
+    assert!(pool.observe_error(&gone), "a terminated backend is a connection failure: {gone}");
+    assert_eq!(pool.health(), Health::Unhealthy);
+    let _ = admin.close().await;
+}
+
+#[tokio::test]
+async fn a_check_stuck_behind_live_traffic_is_pressure_not_an_outage() {
+    let name = unique("sqlite_queue");
+    // Two connections, forty tasks that keep them busy: the check waits in the same queue as
+    // the requests and times out, while the requests keep getting connections.
+    let health = HealthConfig::default()
+        .with_interval(Duration::from_millis(50))
+        .with_timeout(Duration::from_millis(10))
+        .with_unhealthy_after(2);
+    let config = DbPoolConfig::default()
+        .with_name(name)
+        .with_url("sqlite::memory:")
+        .with_acquire_timeout(Duration::from_secs(5))
+        .with_health(health);
+    let pool = DbPool::<sqlx::Sqlite>::builder().config(config).max_connections(2).build().await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..40 {
+        let (pool, stop) = (pool.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let conn = pool.acquire().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                drop(conn);
+            }
+        }));
+    }
+    let until = Instant::now() + Duration::from_millis(800);
+    while Instant::now() < until {
+        assert_ne!(
+            pool.health(),
+            Health::Unhealthy,
+            "a busy pool is not a database that went away: {:?}",
+            StatusSource::report(&pool)["health"]
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(pool.timeouts() == 0 && pool.errors() == 0);
+}
+
+#[tokio::test]
+async fn after_connect_statements_run_on_every_new_connection() {
+    let pool = DbPool::<sqlx::Sqlite>::builder()
+        .url("sqlite::memory:")
+        .name(unique("sqlite_after_connect"))
+        .max_connections(2)
+        .after_connect(["PRAGMA synchronous = OFF", "PRAGMA cache_size = -4096"])
+        .build()
+        .await
+        .unwrap();
+    let mut a = pool.acquire().await.unwrap();
+    let mut b = pool.acquire().await.unwrap();
+    for conn in [&mut a, &mut b] {
+        let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut **conn).await.unwrap();
+        let cache: i64 = sqlx::query_scalar("PRAGMA cache_size").fetch_one(&mut **conn).await.unwrap();
+        assert_eq!((synchronous, cache), (0, -4096), "both statements ran on this connection");
+    }
+
+    // A statement that fails fails the connection, not silently.
+    let broken = DbPool::<sqlx::Sqlite>::builder()
+        .url("sqlite::memory:")
+        .name(unique("sqlite_after_connect_broken"))
+        .acquire_timeout(Duration::from_millis(200))
+        .after_connect(["PRAGMA no_such_thing = (("])
+        .build()
+        .await
+        .unwrap();
+    assert!(broken.acquire().await.is_err());
 }

@@ -127,6 +127,13 @@ impl<DB: Database> DbPoolBuilder<DB> {
         self
     }
 
+    /// Statements run on every new connection before it is handed out (see
+    /// [`DbPoolConfig::after_connect`]).
+    pub fn after_connect<I: IntoIterator<Item = S>, S: Into<String>>(mut self, statements: I) -> Self {
+        self.config.after_connect = statements.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// The background health check.
     pub fn health(mut self, health: HealthConfig) -> Self {
         self.config.health = health;
@@ -160,6 +167,7 @@ impl<DB: Database> DbPoolBuilder<DB> {
         let meter = meter.unwrap_or_else(phalanx_core::default_meter);
         let opened = Arc::new(AtomicU64::new(0));
         let counter = Arc::clone(&opened);
+        let statements: Arc<[String]> = config.after_connect.clone().into();
         let never_if_zero = |d: Option<Duration>| d.filter(|d| !d.is_zero());
         let options = PoolOptions::<DB>::new()
             .min_connections(config.min_connections)
@@ -168,9 +176,16 @@ impl<DB: Database> DbPoolBuilder<DB> {
             .idle_timeout(never_if_zero(config.idle_timeout))
             .max_lifetime(never_if_zero(config.max_lifetime))
             .test_before_acquire(config.test_before_acquire)
-            .after_connect(move |_conn, _meta| {
+            .after_connect(move |conn, _meta| {
                 counter.fetch_add(1, Ordering::Relaxed);
-                Box::pin(async { Ok(()) })
+                let statements = Arc::clone(&statements);
+                Box::pin(async move {
+                    for statement in statements.iter() {
+                        // Operator configuration, not client input.
+                        conn.execute(sqlx::AssertSqlSafe(statement.as_str())).await?;
+                    }
+                    Ok(())
+                })
             });
         let pool = options.connect_lazy_with(connect_options);
         if config.connect_at_start {

@@ -67,6 +67,11 @@ pub struct DbPoolConfig {
     pub utilization_target: Option<f64>,
     /// The background health check (`SELECT 1`). Default: [`HealthConfig::default`].
     pub health: HealthConfig,
+    /// Statements run on every new connection before the pool hands it out, in order (for
+    /// example SQLite's `PRAGMA synchronous = NORMAL`, which with a write-ahead log syncs at
+    /// checkpoints instead of at every commit). A failing statement fails that connection.
+    /// They come from the service's own configuration, never from a client. Default: none.
+    pub after_connect: Vec<String>,
 }
 
 impl Default for DbPoolConfig {
@@ -85,6 +90,7 @@ impl Default for DbPoolConfig {
             connect_at_start: false,
             utilization_target: None,
             health: HealthConfig::default(),
+            after_connect: Vec::new(),
         }
     }
 }
@@ -159,6 +165,12 @@ impl DbPoolConfig {
     /// The same configuration with a `/status` utilization target (a fraction).
     pub fn with_utilization_target(mut self, target: f64) -> Self {
         self.utilization_target = Some(target);
+        self
+    }
+
+    /// The same configuration with these statements run on every new connection.
+    pub fn with_after_connect<I: IntoIterator<Item = S>, S: Into<String>>(mut self, statements: I) -> Self {
+        self.after_connect = statements.into_iter().map(Into::into).collect();
         self
     }
 

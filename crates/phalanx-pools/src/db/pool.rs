@@ -75,7 +75,7 @@ impl<DB: Database> DbPool<DB> {
         let s = &*self.shared;
         if s.config.fail_fast_when_unhealthy && s.health.state() == Health::Unhealthy {
             s.metrics.error("unavailable");
-            return Err(self.unavailable("failing health checks".into()));
+            return Err(self.rejection("failing health checks".into()));
         }
         let started = Instant::now();
         let result = s.pool.acquire().await;
@@ -88,9 +88,11 @@ impl<DB: Database> DbPool<DB> {
             }
             Err(sqlx::Error::PoolTimedOut) if s.pool.size() < s.config.max_connections => {
                 // There was room to open a connection and still none came: the database is slow
-                // or unreachable, which more waiting would not fix.
+                // or unreachable, which more waiting would not fix. Not a trip: a database that
+                // is only slow to accept (a reconnect storm after a restart) would be kept down
+                // by it; the health check decides.
                 s.metrics.error("unavailable");
-                Err(self.unavailable(format!("no connection could be opened within {} ms", waited.as_millis())))
+                Err(self.rejection(format!("no connection could be opened within {} ms", waited.as_millis())))
             }
             Err(sqlx::Error::PoolTimedOut) => {
                 s.metrics.acquire_timed_out(waited);
@@ -108,9 +110,32 @@ impl<DB: Database> DbPool<DB> {
         self.shared.config.retry_after
     }
 
+    /// An acquisition just failed with the database's own error (refused credentials, a broken
+    /// handshake, a closed pool): the pool trips to unhealthy.
     fn unavailable(&self, detail: String) -> PoolRejection {
         tracing::warn!(pool = %self.shared.config.name, %detail, "database unavailable");
+        self.shared.health.trip(detail.clone());
+        self.rejection(detail)
+    }
+
+    fn rejection(&self, detail: String) -> PoolRejection {
         PoolRejection::Unavailable { pool: self.shared.config.name.clone(), detail, retry_after: self.retry_after() }
+    }
+
+    /// Tell the pool about an error a query on one of its connections returned. An error that
+    /// says the database or the connection to it is gone (I/O, TLS, a closed pool, PostgreSQL's
+    /// connection-exception and operator-intervention classes such as `57P01` on shutdown) makes
+    /// the pool unhealthy at once, so that, with `fail_fast_when_unhealthy`, the requests that
+    /// follow get their 503 at once rather than each waiting out the acquire timeout. Returns
+    /// whether it did. Errors of the query itself (constraints, syntax, no rows) change nothing.
+    pub fn observe_error(&self, error: &sqlx::Error) -> bool {
+        if !is_connection_failure(error) {
+            return false;
+        }
+        self.shared.metrics.error("unavailable");
+        tracing::warn!(pool = %self.shared.config.name, %error, "database connection failed");
+        self.shared.health.trip(error.to_string());
+        true
     }
 
     /// The sqlx pool underneath. Connections used through it directly are not counted in
@@ -184,6 +209,10 @@ where
     fn saturated(&self) -> bool {
         self.in_use.load(Ordering::Relaxed) >= u64::from(self.config.max_connections)
     }
+
+    fn progress(&self) -> u64 {
+        self.acquisitions.load(Ordering::Relaxed)
+    }
 }
 
 /// The pool's `/status` section, named by the pool (`db`): size, idle, in use, utilization
@@ -220,5 +249,18 @@ impl<DB: Database> StatusSource for DbPool<DB> {
     fn targets(&self) -> Vec<TargetCheck> {
         let c = &self.shared.config;
         pool_targets(&c.name, self.occupancy().utilization(), c.utilization_target, self.health())
+    }
+}
+
+/// Whether an error says the database (or the way to it) is gone, rather than that one query
+/// was wrong.
+fn is_connection_failure(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) => true,
+        // SQLSTATE classes 08 (connection exception) and 57 (operator intervention: shutdown,
+        // crash, cannot connect now).
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| code.starts_with("08") || code.starts_with("57")),
+        _ => false,
     }
 }
