@@ -15,6 +15,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 mod upstream;
+mod write_count;
 
 use std::sync::atomic::Ordering;
 

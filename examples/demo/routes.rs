@@ -263,23 +263,11 @@ async fn put_item(
             let tag = item_tag(id);
             state.rows.invalidate_tag(&tag).await;
             state.http_cache.purge_tag(&tag).await;
-            count_write(&state).await;
+            state.writes.add();
             item_response(&state, item)
         }
         Ok(None) => not_found(id),
         Err(e) => database_unavailable(&state, e),
-    }
-}
-
-const WRITES_KEY: &str = "phalanx:demo:writes";
-
-/// Count writes across every node in Redis, when there is one. The count is a by-product: a
-/// Redis that is slow or gone costs the write nothing but the pool's bounded wait, and the
-/// failure is counted in the pool's metrics.
-async fn count_write(state: &AppState) {
-    let Some(pool) = &state.redis else { return };
-    if let Ok(redis) = pool.acquire().await {
-        let _ = redis.run(|c| async move { c.incr::<i64, _>(WRITES_KEY).await }).await;
     }
 }
 
@@ -293,7 +281,7 @@ async fn write_count(State(state): State<AppState>) -> Response {
         Ok(redis) => redis,
         Err(rejection) => return rejection.into_response(),
     };
-    match redis.run(|c| async move { c.get::<Option<i64>, _>(WRITES_KEY).await }).await {
+    match redis.run(|c| async move { c.get::<Option<i64>, _>(crate::write_count::WRITES_KEY).await }).await {
         Ok(n) => Json(serde_json::json!({ "writes": n.unwrap_or(0) })).into_response(),
         Err(e) => {
             // Redis's error text stays in the logs.

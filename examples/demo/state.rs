@@ -27,6 +27,7 @@ use crate::{
     config::DemoConfig,
     db::{self, Item},
     upstream::{self, UpstreamControl},
+    write_count::WriteCounter,
 };
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -46,6 +47,8 @@ pub(crate) struct AppState {
     pub(crate) list_max_age: std::time::Duration,
     pub(crate) writers: Writers,
     pub(crate) known_keys: KnownKeys,
+    /// The cluster-wide write count, flushed to Redis in the background (no-op without Redis).
+    pub(crate) writes: WriteCounter,
 }
 
 /// The API keys that may change the catalog, held as digests.
@@ -198,6 +201,7 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
         }
     };
 
+    let writes = redis.clone().map(WriteCounter::spawn).unwrap_or_default();
     let state = AppState {
         db,
         redis,
@@ -212,6 +216,7 @@ pub(crate) async fn build(config: &DemoConfig) -> Result<(AppState, Layers), Err
         list_max_age: config.list_max_age,
         writers,
         known_keys: key_resolver,
+        writes,
     };
     let layers = Layers { exporter, metrics, classifier, ratelimit, admission, breakers, status };
     Ok((state, layers))

@@ -49,7 +49,7 @@ where
     }
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
-        let priority = req.extensions().get::<Priority>().copied().unwrap_or_default();
+        let priority = Priority::of(req.extensions());
         let shared = &self.shared;
         let state = match shared.admit(priority) {
             Admission::Now(permit) => {

@@ -44,7 +44,8 @@ async fn setup(test: &str) -> Option<(TieredCache<String, String>, Pool, String)
         .namespace(ns.clone())
         .build()
         .unwrap();
-    for _ in 0..300 {
+    // Generous: a CI machine busy with other test binaries can be slow to subscribe.
+    for _ in 0..1000 {
         if cache.is_coherent() {
             let admin = Pool::new(Config::from_url(&redis_url()).unwrap(), None, None, None, 1).unwrap();
             admin.init().await.unwrap();

@@ -23,7 +23,8 @@ use tower_service::Service;
 
 use crate::{ClientKeyResolver, Priority, Tier};
 
-/// The classification of a request. Also inserted as plain [`Priority`] and [`Tier`].
+/// The classification of a request, one extension: the layers read it through [`Priority::of`]
+/// and [`Tier::of`], and a handler through `Extension<Classification>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Classification {
     /// The request's priority class.
@@ -229,15 +230,13 @@ impl Classifier {
         c
     }
 
-    /// Classify a request and insert [`Classification`], [`Priority`], [`Tier`] (and the
-    /// [`crate::ClientKey`], when configured) into its extensions.
+    /// Classify a request and insert its [`Classification`] (and the [`crate::ClientKey`], when
+    /// configured) into its extensions. One insert for both classes: each insert is a box.
     pub fn apply<B>(&self, req: &mut Request<B>) -> Classification {
         let c = self.classify(req.method(), req.uri(), req.headers(), req.extensions());
         let key = self.rules.client_key.as_ref().map(|r| r.resolve(req));
         let ext = req.extensions_mut();
         ext.insert(c);
-        ext.insert(c.priority);
-        ext.insert(c.tier);
         if let Some(key) = key {
             ext.insert(key);
         }

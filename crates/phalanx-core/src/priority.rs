@@ -39,6 +39,16 @@ impl Priority {
     pub const fn index(self) -> usize {
         4 - self as usize
     }
+
+    /// A request's priority: its [`Classification`](crate::Classification) (what
+    /// [`ClassifyLayer`](crate::ClassifyLayer) inserts), else a plain `Priority` extension set by
+    /// the application, else the default.
+    pub fn of(extensions: &http::Extensions) -> Priority {
+        match extensions.get::<crate::Classification>() {
+            Some(c) => c.priority,
+            None => extensions.get::<Priority>().copied().unwrap_or_default(),
+        }
+    }
 }
 
 impl fmt::Display for Priority {
@@ -84,6 +94,15 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// A client's tier: its request's [`Classification`](crate::Classification), else a plain
+    /// `Tier` extension set by the application, else the default.
+    pub fn of(extensions: &http::Extensions) -> Tier {
+        match extensions.get::<crate::Classification>() {
+            Some(c) => c.tier,
+            None => extensions.get::<Tier>().copied().unwrap_or_default(),
+        }
+    }
+
     /// Every tier, highest first.
     pub const ALL: [Tier; 4] = [Tier::Premium, Tier::Standard, Tier::Basic, Tier::Throttled];
 
@@ -134,5 +153,18 @@ mod tests {
             assert_eq!(t.as_str().parse::<Tier>(), Ok(t));
         }
         assert!("urgent".parse::<Priority>().is_err());
+    }
+
+    #[test]
+    fn a_requests_classes_come_from_its_classification_else_plain_extensions() {
+        let mut ext = http::Extensions::new();
+        assert_eq!((Priority::of(&ext), Tier::of(&ext)), (Priority::Normal, Tier::Standard));
+        // Set by an application without ClassifyLayer.
+        ext.insert(Priority::Low);
+        ext.insert(Tier::Basic);
+        assert_eq!((Priority::of(&ext), Tier::of(&ext)), (Priority::Low, Tier::Basic));
+        // ClassifyLayer's one extension wins.
+        ext.insert(crate::Classification { priority: Priority::Critical, tier: Tier::Premium });
+        assert_eq!((Priority::of(&ext), Tier::of(&ext)), (Priority::Critical, Tier::Premium));
     }
 }

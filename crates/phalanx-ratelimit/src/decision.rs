@@ -125,7 +125,7 @@ impl Shared {
     /// The request's tier, when the policies differ by tier.
     pub(crate) fn tier<B>(&self, req: &Request<B>) -> Tier {
         match self.tiered {
-            true => req.extensions().get::<Tier>().copied().unwrap_or_default(),
+            true => Tier::of(req.extensions()),
             false => Tier::default(),
         }
     }

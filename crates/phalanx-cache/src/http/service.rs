@@ -97,6 +97,8 @@ const HIT: HeaderValue = HeaderValue::from_static("HIT");
 const MISS: HeaderValue = HeaderValue::from_static("MISS");
 const STALE: HeaderValue = HeaderValue::from_static("STALE");
 const REVALIDATED: HeaderValue = HeaderValue::from_static("REVALIDATED");
+/// How many fields the layers outside the cache may add to a hit without growing its header map.
+const OUTER_FIELDS: usize = 6;
 
 /// `Age` values 0..1024 made once, so a hit does not format (and allocate) one.
 fn age_value(age: u64) -> HeaderValue {
@@ -211,7 +213,9 @@ impl State {
         *headers = stored
             .served
             .get_or_init(|| {
-                let mut served = HeaderMap::with_capacity(stored.headers.len() + 2);
+                // Room for the fields the layers outside add to a hit (RateLimit, a trace id...):
+                // a clone keeps the index table's size, so their inserts need no rehash.
+                let mut served = HeaderMap::with_capacity(stored.headers.len() + 2 + OUTER_FIELDS);
                 served.extend(stored.headers.iter().map(|(n, v)| (n.clone(), v.clone())));
                 served.insert(header::AGE, HeaderValue::from_static("0"));
                 served.insert(self.status_header.clone(), HIT);
