@@ -401,8 +401,13 @@ struct ClusterNode {
 impl RedisCluster {
     /// Start `masters` masters with `replicas` replicas each and wait (up to 20 s) until every
     /// node reports `cluster_state:ok`. `None` when `redis-server`/`redis-cli` are missing or the
-    /// cluster does not form.
+    /// cluster does not form in three tries (each on fresh ports: a port found free can be taken
+    /// by another process's connection before its node binds it).
     pub fn start(masters: usize, replicas: usize) -> Option<RedisCluster> {
+        (0..3).find_map(|_| Self::try_start(masters, replicas))
+    }
+
+    fn try_start(masters: usize, replicas: usize) -> Option<RedisCluster> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -573,9 +578,11 @@ impl Drop for RedisCluster {
 fn cluster_port() -> Option<u16> {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let base = 20_000 + (std::process::id() % 500) as u16 * 16;
+    // Nodes on 11000..17000, their buses on 21000..27000: both under Linux's ephemeral range
+    // (32768 up), where a connection of any process could take a port found free a moment ago.
+    let offset = (std::process::id() % 375) as u16 * 16;
     for _ in 0..2_000 {
-        let port = 20_000 + (base - 20_000 + NEXT.fetch_add(1, Ordering::Relaxed)) % 9_000;
+        let port = 11_000 + (offset + NEXT.fetch_add(1, Ordering::Relaxed)) % 6_000;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
             return Some(port);
         }
