@@ -140,6 +140,30 @@ decisions() {
         awk -v want="$1" '/^phalanx_ratelimit_decisions_total/ && $0 ~ "outcome=\"" want "\"" { n += $NF } END { printf "%d", n }'
 }
 
+# CPU seconds (user + system) a process and its exited children have used so far.
+cpu_seconds() {
+    local pid total=0 ticks
+    ticks=$(getconf CLK_TCK)
+    for pid in "$@"; do
+        [ -r "/proc/$pid/stat" ] || continue
+        total=$(awk -v t="$total" '{ sub(/^.*\) /, ""); print t + $12 + $13 + $14 + $15 }' "/proc/$pid/stat")
+    done
+    echo "$total / $ticks" | bc -l
+}
+
+# The PostgreSQL cluster's processes: the postmaster and its backends.
+pg_pids() {
+    local master
+    master=$(head -n 1 "$WORK/pg/postmaster.pid" 2>/dev/null) || return 0
+    echo "$master" $(pgrep -P "$master")
+}
+
+# Redis commands served so far, by command, as "name calls" lines.
+redis_calls() {
+    redis-cli -p "$REDIS_PORT" info commandstats 2>/dev/null |
+        awk -F'[:=,]' '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print $1, $3 }'
+}
+
 case_steady() {
     log "steady: $STEADY_USERS users, think 1 s, default mix (reads and writes), warm-up 20 s, 60 s measured"
     local open0 all0 open1 all1
@@ -147,8 +171,26 @@ case_steady() {
     all0=$(( $(decisions allowed) + $(decisions limited) + open0 + $(decisions fail_closed) ))
     loadtest steady "$STEADY_USERS" 1s 20s "${STEADY_DURATION:-60s}" crates/phalanx-loadtest/mixes/default.toml
     local lt=$!
-    sleep 30
+    # CPU and Redis commands over the measured window (the warm-up excluded).
+    sleep 20
+    local demo0 redis0 pg0 gen0 calls0 t0
+    demo0=$(cpu_seconds "$DEMO_PID"); redis0=$(cpu_seconds "$REDIS_PID"); pg0=$(cpu_seconds $(pg_pids))
+    gen0=$(cpu_seconds "$lt"); calls0=$(redis_calls); t0=$(date +%s.%N)
+    sleep 10
     curl -s "http://$ADMIN/status" >"$OUT/steady-status.json" || true
+    local measured=${STEADY_DURATION:-60s}
+    sleep $(( ${measured%s} - 12 ))
+    local demo1 redis1 pg1 gen1 t1 span
+    demo1=$(cpu_seconds "$DEMO_PID"); redis1=$(cpu_seconds "$REDIS_PID"); pg1=$(cpu_seconds $(pg_pids))
+    gen1=$(cpu_seconds "$lt"); t1=$(date +%s.%N)
+    span=$(echo "$t1 - $t0" | bc -l)
+    { echo "# Redis commands during the measured window (calls), and the cores each process used"
+      join -a 2 <(echo "$calls0" | sort) <(redis_calls | sort) |
+          awk 'NF == 2 { print $1, $2 } NF == 3 { print $1, $3 - $2 }' | sort -k2 -n -r
+      printf 'cores demo %.2f redis %.2f postgresql %.2f generator %.2f over %.0f s\n' \
+          "$(echo "($demo1 - $demo0) / $span" | bc -l)" "$(echo "($redis1 - $redis0) / $span" | bc -l)" \
+          "$(echo "($pg1 - $pg0) / $span" | bc -l)" "$(echo "($gen1 - $gen0) / $span" | bc -l)" "$span"
+    } >"$OUT/steady-resources.txt"
     wait "$lt" || true
     open1=$(decisions fail_open)
     all1=$(( $(decisions allowed) + $(decisions limited) + open1 + $(decisions fail_closed) ))
@@ -250,6 +292,8 @@ case_overload() {
     local lo=$!
     loadtest overload-critical 50 100ms 10s 20s scripts/chaos/critical.toml --timeout 5s
     local lc=$!
+    sleep 20
+    curl -s "http://$ADMIN/status" >"$OUT/overload-status.json" || true
     wait "$lo" "$lc" || true
     local good ratio critical
     good=$(field overload '.status["2xx"] / .duration_s')
