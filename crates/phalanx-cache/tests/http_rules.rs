@@ -731,6 +731,31 @@ async fn coalescing_stays_on_for_a_cold_key_while_the_origin_refuses() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_shed_is_shared_only_with_followers_of_no_higher_priority() {
+    // The origin sheds everything below critical, as admission does under overload. A critical
+    // request that waited on a normal leader's load asks the origin itself, and gets its answer;
+    // a normal one takes the leader's refusal.
+    let origin = Origin::new(|req, _| match phalanx_core::Priority::of(req.extensions()) {
+        phalanx_core::Priority::Critical => reply(200, &[("cache-control", "no-store")], "critical"),
+        _ => reply(503, &[("retry-after", "1")], "shed"),
+    })
+    .delayed(Duration::from_secs(1));
+    let svc = cache().build().unwrap().layer(origin.clone());
+    let leader = tokio::spawn({
+        let svc = svc.clone();
+        async move { send(&svc, get("/hot")).await.status }
+    });
+    tokio::task::yield_now().await;
+    let mut critical = get("/hot");
+    critical.extensions_mut().insert(phalanx_core::Priority::Critical);
+    let (critical, normal) = tokio::join!(send(&svc, critical), send(&svc, get("/hot")));
+    assert_eq!(leader.await.unwrap(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!((critical.status, critical.text()), (StatusCode::OK, "critical"));
+    assert_eq!(normal.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(origin.calls(), 2, "the leader's call and the critical follower's own");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_429_is_not_handed_to_other_waiting_requests() {
     // A 429 may be about one client: each waiting request asks for itself once the leader is done.
     let origin = Origin::new(|_, _| reply(429, &[("retry-after", "1")], "slow down")).delayed(Duration::from_secs(1));

@@ -13,7 +13,7 @@ use std::{
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use phalanx_core::{LayerBody, Problem};
+use phalanx_core::{LayerBody, Priority, Problem};
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -480,7 +480,7 @@ where
                     bump(&counters.http.stale);
                     return Ok(state.respond(stale, request.method(), request.headers(), now, STALE));
                 }
-                if let Some(refusal) = refusal {
+                if let Some(refusal) = refusal.filter(|r| Priority::of(request.extensions()) <= r.priority) {
                     bump(&counters.http.coalesced);
                     bump(&counters.http.misses);
                     return Ok(state.refusal(&refusal, MISS));
@@ -552,6 +552,7 @@ where
     let (parts, body) = request.into_parts();
     let method = parts.method.clone();
     let client_headers = parts.headers.clone();
+    let priority = Priority::of(&parts.extensions);
     let mut forwarded = Request::from_parts(parts, body);
     // The cache wants a complete response to store; it answers the client's own condition itself.
     let headers = forwarded.headers_mut();
@@ -624,7 +625,7 @@ where
         }
         let body = match Box::pin(buffer(body, MAX_REFUSAL_BODY)).await {
             Buffered::Complete(bytes) => {
-                let refusal = Arc::new(Refusal { status: parts.status, headers: parts.headers, body: bytes });
+                let refusal = Arc::new(Refusal { priority, status: parts.status, headers: parts.headers, body: bytes });
                 *outcome = Outcome::Failed(Some(Arc::clone(&refusal)));
                 return Ok(state.refusal(&refusal, MISS));
             }

@@ -159,8 +159,11 @@ pub(crate) enum Outcome {
 }
 
 /// A 503 small enough to hand to every request waiting on the same load. (A 429 is not shared:
-/// it may be about one client.)
+/// it may be about one client.) Shared only with requests of no higher priority than the one it
+/// answered: a shed is a judgement of that request's class, and a critical follower of a shed
+/// normal leader asks admission itself.
 pub(crate) struct Refusal {
+    pub(crate) priority: phalanx_core::Priority,
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
