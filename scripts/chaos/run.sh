@@ -51,6 +51,8 @@ cleanup() {
     [ -n "$REDIS_PID" ] && { kill -CONT "$REDIS_PID" 2>/dev/null; kill -9 "$REDIS_PID" 2>/dev/null; } || true
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$WORK/pg" -m immediate stop >/dev/null 2>&1 || true
     wait 2>/dev/null || true
+    # The demo's warnings (what failed and why), the last 2,000 lines.
+    cat "$WORK/demo-earlier.log" "$WORK/demo.log" 2>/dev/null | grep -v ' INFO ' | tail -n 2000 >"$OUT/demo.log" || true
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -255,6 +257,7 @@ case_pg_restart() {
 restart_demo() {
     kill "$DEMO_PID" 2>/dev/null || true
     wait "$DEMO_PID" 2>/dev/null || true
+    cat "$WORK/demo.log" >>"$WORK/demo-earlier.log" 2>/dev/null || true
     start_demo "$@"
 }
 

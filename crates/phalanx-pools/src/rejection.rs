@@ -54,13 +54,32 @@ impl PoolRejection {
 impl IntoResponse for PoolRejection {
     fn into_response(self) -> Response {
         tracing::debug!(error = %self, "pool rejection");
-        IntoResponse::into_response(self.to_problem())
+        let exhausted = matches!(self, PoolRejection::Exhausted { .. });
+        let mut response = IntoResponse::into_response(self.to_problem());
+        if exhausted {
+            // Every connection busy is load, not the dependency failing: a breaker around the
+            // route ignores it (overload would otherwise open the breaker for every class).
+            response.extensions_mut().insert(phalanx_core::problem::LoadShed);
+        }
+        response
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exhausted_pool_is_load_shedding_and_an_unavailable_one_is_not() {
+        let exhausted =
+            PoolRejection::Exhausted { pool: "db".into(), waited: Duration::from_millis(500), retry_after: Duration::from_secs(1) };
+        let response = exhausted.into_response();
+        assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.extensions().get::<phalanx_core::problem::LoadShed>().is_some());
+        let unavailable =
+            PoolRejection::Unavailable { pool: "db".into(), detail: "refused".into(), retry_after: Duration::from_secs(1) };
+        assert!(unavailable.into_response().extensions().get::<phalanx_core::problem::LoadShed>().is_none());
+    }
 
     #[test]
     fn the_problem_body_carries_no_error_text_of_the_dependency() {
