@@ -71,13 +71,19 @@ mod tests {
 
     #[test]
     fn an_exhausted_pool_is_load_shedding_and_an_unavailable_one_is_not() {
-        let exhausted =
-            PoolRejection::Exhausted { pool: "db".into(), waited: Duration::from_millis(500), retry_after: Duration::from_secs(1) };
+        let exhausted = PoolRejection::Exhausted {
+            pool: "db".into(),
+            waited: Duration::from_millis(500),
+            retry_after: Duration::from_secs(1),
+        };
         let response = exhausted.into_response();
         assert_eq!(response.status(), http::StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.extensions().get::<phalanx_core::problem::LoadShed>().is_some());
-        let unavailable =
-            PoolRejection::Unavailable { pool: "db".into(), detail: "refused".into(), retry_after: Duration::from_secs(1) };
+        let unavailable = PoolRejection::Unavailable {
+            pool: "db".into(),
+            detail: "refused".into(),
+            retry_after: Duration::from_secs(1),
+        };
         assert!(unavailable.into_response().extensions().get::<phalanx_core::problem::LoadShed>().is_none());
     }
 
